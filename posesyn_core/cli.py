@@ -1,0 +1,1 @@
+"""Command line (placeholder until the foundation CLI lands in this session)."""
