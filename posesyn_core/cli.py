@@ -1,1 +1,207 @@
-"""Command line (placeholder until the foundation CLI lands in this session)."""
+"""The `posesyn` command line.
+
+Exit codes (posesyn_core.errors): 0 success, 1 failure (a stage failed; maybe transient), 2 usage/config error,
+3 too much bad input data. User errors print one line on stderr, no traceback (`-v` shows it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from posesyn_core import __version__
+from posesyn_core.errors import EXIT_FAIL, EXIT_OK, PosesynError
+
+console = Console(stderr=True)
+
+EPILOG = """\b
+Examples:
+  posesyn run examples/demo.yaml              run the whole pipeline here
+  posesyn run run.yaml --from eem --force     re-run from a stage on
+  posesyn status run.yaml                     which stages are done
+  posesyn config schema > run.schema.json     the run-config JSON schema
+"""
+
+
+class PosesynGroup(click.Group):
+    """Turns PosesynError into one stderr line and its exit code (traceback only with -v)."""
+
+    def invoke(self, ctx: click.Context):  # noqa: ANN201
+        try:
+            return super().invoke(ctx)
+        except PosesynError as e:
+            if ctx.find_root().params.get("verbose"):
+                console.print_exception()
+            click.echo(f"error: {e}", err=True)
+            sys.exit(e.exit_code)
+
+
+def run_config_argument(f):  # noqa: ANN001, ANN201
+    """Shared positional argument: the run YAML."""
+    return click.argument("run_yaml", type=click.Path(exists=True, dir_okay=False, path_type=Path))(f)
+
+
+def load(run_yaml: Path):  # noqa: ANN201
+    from posesyn_core.pipeline import load_run_config
+
+    return load_run_config(run_yaml)
+
+
+@click.group(cls=PosesynGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG)
+@click.version_option(__version__, prog_name="posesyn")
+@click.option("-v", "--verbose", is_flag=True, help="Show tracebacks and debug logs.")
+def cli(verbose: bool) -> None:
+    """PoseSyn: synthesize 3D human-pose training data where your pose estimator fails.
+
+    Runs the pipeline (world -> tpe-train -> motion-train -> eem -> caption -> msm -> retarget -> animate ->
+    filter -> finetune -> evaluate) embedded on this machine, or as Kubernetes Jobs.
+    """
+    from posesyn_core.logs import setup_logging
+
+    setup_logging("DEBUG" if verbose else "INFO")
+
+
+@cli.command("run")
+@run_config_argument
+@click.option("--from", "start", metavar="STAGE", help="Start at this stage (earlier ones must be done).")
+@click.option("--only", metavar="STAGE", help="Run only this stage.")
+@click.option("--force", is_flag=True, help="Re-run the selected stages even if their outputs are up to date.")
+def run_cmd(run_yaml: Path, start: str | None, only: str | None, force: bool) -> None:
+    """Run a synthesis run's stages in order on this machine.
+
+    Each stage runs in its own subprocess; completed stages whose config and inputs did not change are skipped,
+    so re-running after a failure or a kill resumes where it stopped.
+
+    \b
+    Example:
+      posesyn run examples/demo.yaml --from msm
+    """
+    from posesyn_core.runner import run_pipeline, select_stages
+
+    run = load(run_yaml)
+    results = run_pipeline(run_yaml.resolve(), run, select_stages(run, start, only), force=force, console=console)
+    codes = [r.exit_code for r in results if r.exit_code != EXIT_OK]
+    sys.exit(codes[0] if codes else EXIT_OK)
+
+
+@cli.command("status")
+@run_config_argument
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def status_cmd(run_yaml: Path, as_json: bool) -> None:
+    """Show which stages of a run are done, stale (config or inputs changed), partial or pending.
+
+    \b
+    Example:
+      posesyn status examples/demo.yaml
+    """
+    from posesyn_core.runner import stage_states
+    from posesyn_core.storage import open_store
+
+    run = load(run_yaml)
+    rows = stage_states(run, open_store(run.root))
+    if as_json:
+        click.echo(json.dumps([{"stage": r["stage"], "state": r["state"]} for r in rows], indent=2))
+        return
+    table = Table(title=f"run {run.name} at {run.root}")
+    for col in ("stage", "state", "seconds", "counts"):
+        table.add_column(col)
+    colours = {"done": "green", "stale": "yellow", "partial": "magenta", "pending": "white"}
+    for r in rows:
+        m = r["manifest"] or {}
+        counts = ", ".join(f"{k}={v}" for k, v in m.get("counts", {}).items())
+        table.add_row(r["stage"], f"[{colours[r['state']]}]{r['state']}[/]", str(m.get("seconds", "")), counts[:80])
+    Console().print(table)
+
+
+@cli.group("stage")
+def stage_group() -> None:
+    """Run or inspect single stages (what each Kubernetes Job runs)."""
+
+
+@stage_group.command("run")
+@click.argument("name")
+@run_config_argument
+@click.option("--shard", type=int, default=None, help="Run only this shard (default: all shards, then finalize).")
+@click.option("--force", is_flag=True, help="Re-run even if up to date.")
+def stage_run_cmd(name: str, run_yaml: Path, shard: int | None, force: bool) -> None:
+    """Run one stage (or one shard of it) of a run, with resume semantics.
+
+    \b
+    Example:
+      posesyn stage run eem run.yaml --shard 3
+    """
+    from posesyn_core.errors import ConfigError
+    from posesyn_core.stages import execute_stage
+
+    run = load(run_yaml)
+    if name not in (run.stages or []):
+        raise ConfigError(f"{name!r} is not a stage of this run; its stages are {run.stages}")
+    result = execute_stage(run, name, shard=shard, force=force)
+    fd = os.environ.get("POSESYN_PROGRESS_FD")
+    if fd:
+        with os.fdopen(int(fd), "w", closefd=False) as pipe:
+            pipe.write(json.dumps({"result": result.status}) + "\n")
+
+
+@stage_group.command("list")
+def stage_list_cmd() -> None:
+    """List the registered stages in pipeline order, with their inputs and default resources."""
+    from posesyn_core.pipeline import STAGES
+
+    table = Table()
+    for col in ("stage", "inputs", "gpu", "shardable", "cpu", "memory", "description"):
+        table.add_column(col)
+    for s in STAGES.values():
+        table.add_row(s.name, ",".join(s.inputs), "yes" if s.gpu else "", "yes" if s.shardable else "",
+                      s.resources.cpu, s.resources.memory, s.description)  # fmt: skip
+    Console().print(table)
+
+
+@cli.group("config")
+def config_group() -> None:
+    """Run-config schema and validation."""
+
+
+@config_group.command("schema")
+def config_schema_cmd() -> None:
+    """Print the JSON schema of run configs (the Helm chart's values schema embeds it).
+
+    \b
+    Example:
+      posesyn config schema > run.schema.json
+    """
+    from posesyn_core.pipeline import RunConfig
+
+    click.echo(json.dumps(RunConfig.model_json_schema(by_alias=True), indent=2))
+
+
+@config_group.command("check")
+@run_config_argument
+def config_check_cmd(run_yaml: Path) -> None:
+    """Validate a run config and print it with every default filled in.
+
+    \b
+    Example:
+      posesyn config check examples/demo.yaml
+    """
+    from posesyn_core.pipeline import dump_run_config
+
+    click.echo(dump_run_config(load(run_yaml)), nl=False)
+
+
+def main() -> None:
+    try:
+        cli.main(prog_name="posesyn", standalone_mode=True)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(EXIT_FAIL)
+
+
+if __name__ == "__main__":
+    main()
