@@ -195,6 +195,17 @@ def config_check_cmd(run_yaml: Path) -> None:
     click.echo(dump_run_config(load(run_yaml)), nl=False)
 
 
+def _register_domain_commands() -> None:
+    """Command groups that live next to their domain code."""
+    from posesyn_core.data.commands import data_group
+
+    for command in (data_group,):
+        cli.add_command(command)
+
+
+_register_domain_commands()
+
+
 def main() -> None:
     try:
         cli.main(prog_name="posesyn", standalone_mode=True)
