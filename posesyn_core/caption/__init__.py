@@ -1,0 +1,1 @@
+"""Descriptions of the hard poses: pose-derived (posecodes) offline, or a VLM through transformers."""

@@ -1,0 +1,85 @@
+"""The `eem` stage's config section and spec (light: no torch)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from posesyn_core.config import Resources, StageSection, StrictModel
+from posesyn_core.skeleton import SMPL22
+
+
+class JointWeights(StrictModel):
+    """w_n of the EEM error per canonical joint group. The paper weighs arms and legs more (values unknown);
+    2x is our default: limbs are where a wrong pose shows, the torso is nearly rigid."""
+
+    torso: float = Field(1.0, ge=0, description="Pelvis, hips, spine, neck, collars, head.")
+    arms: float = Field(2.0, ge=0, description="Shoulders, elbows, wrists.")
+    legs: float = Field(2.0, ge=0, description="Knees, ankles, feet.")
+    overrides: dict[str, float] = Field(
+        default_factory=dict, description="Per-joint weights by SMPL22 name (e.g. left_wrist: 3.0); win over groups."
+    )
+
+    @field_validator("overrides")
+    @classmethod
+    def _known_joints(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(v) - set(SMPL22))
+        if unknown:
+            raise ValueError(f"unknown joint name(s) {unknown}; use SMPL22 names, e.g. 'left_wrist'")
+        if any(w < 0 for w in v.values()):
+            raise ValueError("joint weights must be >= 0")
+        return v
+
+
+class EemSection(StageSection):
+    """Run the TPE over a 2D dataset, score each sample with the root-relative weighted 2D error, rank."""
+
+    dataset: str = Field(
+        "world/wild2d",
+        description="The 2D pose dataset: a key under the run root, or a URL (file:///..., s3://...).",
+    )
+    estimator: str = Field(
+        "tpe-train/model.pt",
+        description="TPE checkpoint: a key under the run root, or a path/URL to ours, a TorchScript or an ONNX file.",
+    )
+    batch_size: int = Field(64, ge=1, description="TPE inference batch size.")
+    chunk_size: int = Field(512, ge=1, description="Samples per resumable chunk (the unit shards split).")
+    num_challenging: int = Field(500, ge=1, description="K_C: size of the challenging (hard) set (paper: 500).")
+    num_references: int = Field(
+        200, ge=0, description="K_NC: lowest-error full-body samples kept as animation references (paper: 200)."
+    )
+    selection: Literal["eem", "random"] = Field(
+        "eem", description="eem: the K_C largest errors; random: K_C random scorable samples (ablation)."
+    )
+    weights: JointWeights = Field(default_factory=JointWeights, description="Per-joint error weights w_n.")
+    normalize_by_weight: bool = Field(
+        True, description="Divide the weighted sum by the weight of the joints used (samples with few visible "
+        "joints stay comparable); false = the paper's plain sum."
+    )  # fmt: skip
+    scale: Literal["bbox", "joints", "none"] = Field(
+        "bbox", description="Divide by the person's 2D size: bbox = max(w, h) of the box, joints = long side "
+        "of the visible GT joints' extent, none = pixels."
+    )  # fmt: skip
+    min_joints: int = Field(4, ge=1, description="Samples with fewer visible shared joints are not scored.")
+    histogram_bins: int = Field(40, ge=5, description="Bins of the score histogram PNG.")
+
+
+def _spec():  # noqa: ANN202
+    from posesyn_core.stages import StageSpec
+
+    return StageSpec(
+        name="eem",
+        section=EemSection,
+        run="posesyn_core.eem.stage:run",
+        finalize="posesyn_core.eem.stage:finalize",
+        description="Error Extraction Module: TPE over the 2D dataset, weighted 2D error, hard and reference sets.",
+        inputs=("world", "tpe-train"),
+        outputs=("scores.jsonl", "challenging.jsonl", "references.jsonl", "summary.json", "score_histogram.png"),
+        resources=Resources(cpu="2", memory="4Gi"),
+        gpu=True,
+        shardable=True,
+    )
+
+
+SPEC = _spec()

@@ -1,0 +1,204 @@
+"""The `eem` stage: TPE inference over the 2D dataset in chunks (sharded), then a global ranking (finalize).
+
+Per shard, `eem/shards/<i>-of-<n>/chunks/chunk-<c>.npz` (atomic, skipped when present on resume) holds, for the
+chunk's scorable-or-not samples: index, joints3d (root-relative camera frame, m), cam (s, tx, ty), joints2d
+(predicted, px), error, error_px, joints_used; plus the ids and reasons of the chunk's rejected samples.
+
+Finalize writes under `eem/`:
+    scores.jsonl          every predicted sample: id, index, error (null = not scorable), error_px, joints_used
+    challenging.jsonl     the top K_C (or a random K_C, `selection: random`): rank, id, error, pseudo-label
+                          joints3d, cam, bbox, image key, dataset, size, family + source meta
+    references.jsonl      K_NC lowest-error samples whose joints are all visible and inside the image
+    summary.json          counts, error statistics, family histograms (all vs challenging) when meta has families
+    score_histogram.png   the score distribution with the K_C cut
+"""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+
+import numpy as np
+
+from posesyn_core.data.dataset import PoseDataset
+from posesyn_core.eem.score import eem_errors, full_body_in_image, weight_vector
+from posesyn_core.errors import DataError
+from posesyn_core.stages import StageContext
+from posesyn_core.storage import Store, open_store
+
+
+def open_dataset(store: Store, ref: str) -> PoseDataset:
+    """A dataset named by a key under the run root or by a URL of its own."""
+    return PoseDataset(open_store(ref), "") if "://" in ref else PoseDataset(store, ref)
+
+
+def _chunk_key(ctx: StageContext, c: int) -> str:
+    return ctx.key("chunks", f"chunk-{c:05d}.npz")
+
+
+def _bad_input(gt2d: np.ndarray) -> str | None:
+    if not np.isfinite(gt2d).all():
+        return "non-finite keypoints"
+    if not (gt2d[:, 2] > 0).any():
+        return "no visible joints"
+    return None
+
+
+def _predict_chunk(ctx: StageContext, ds: PoseDataset, estimator, indices: range) -> dict[str, np.ndarray]:  # noqa: ANN001
+    cfg = ctx.config
+    arrays = ds.arrays
+    good, images, rejected = [], [], []
+    for i in indices:
+        reason = _bad_input(arrays["joints2d"][i])
+        if reason is None:
+            try:
+                images.append(ds.image(i))
+                good.append(i)
+                continue
+            except DataError as e:
+                reason = f"unreadable image ({e})"
+        rejected.append((ds.samples[i].id, reason))
+    good_idx = np.array(good, dtype=np.int64)
+    n = len(good_idx)
+    out = {"index": good_idx, "joints3d": np.zeros((n, 22, 3), np.float32), "cam": np.zeros((n, 3), np.float32),
+           "joints2d": np.zeros((n, 22, 2), np.float32)}  # fmt: skip
+    if n:
+        pred = estimator.predict(images, arrays["bboxes"][good_idx], batch_size=cfg.batch_size)
+        out.update(joints3d=np.asarray(pred.joints3d, np.float32), cam=np.asarray(pred.cam, np.float32),
+                   joints2d=np.asarray(pred.joints2d, np.float32))  # fmt: skip
+    scores = eem_errors(out["joints2d"].astype(np.float64), arrays["joints2d"][good_idx].astype(np.float64),
+                        ds.joint_set, weight_vector(cfg.weights), arrays["bboxes"][good_idx].astype(np.float64),
+                        cfg.normalize_by_weight, cfg.scale, cfg.min_joints)  # fmt: skip
+    out.update(error=scores.error, error_px=scores.error_px, joints_used=scores.joints_used.astype(np.int64),
+               rejected_ids=np.array([r[0] for r in rejected], dtype=str),
+               rejected_reasons=np.array([r[1] for r in rejected], dtype=str))  # fmt: skip
+    return out
+
+
+def run(ctx: StageContext) -> None:
+    """One shard: predict and score its chunks, skipping chunks already written."""
+    from posesyn_core.tpe.inference import load_estimator
+
+    cfg = ctx.config
+    ds = open_dataset(ctx.store, cfg.dataset)
+    num_chunks = -(-len(ds) // cfg.chunk_size)
+    chunks = ctx.shard_slice(num_chunks)
+    ranges = [range(c * cfg.chunk_size, min(len(ds), (c + 1) * cfg.chunk_size)) for c in chunks]
+    ctx.counts["samples_in"] = sum(len(r) for r in ranges)
+    progress = ctx.progress(ctx.counts["samples_in"], "samples")
+    estimator = None
+    for c, indices in zip(chunks, ranges, strict=True):
+        key = _chunk_key(ctx, c)
+        if ctx.store.exists(key):
+            out = ctx.store.load_npz(key)
+        else:
+            estimator = estimator or load_estimator(ctx.store, cfg.estimator, ctx.device)
+            out = _predict_chunk(ctx, ds, estimator, indices)
+            ctx.store.save_npz(key, **out)
+        for sid, reason in zip(out["rejected_ids"], out["rejected_reasons"], strict=True):
+            ctx.reject(str(sid), str(reason))
+        ctx.counts["predicted"] += len(out["index"])
+        ctx.counts["scored"] += int(np.isfinite(out["error"]).sum())
+        progress.advance(len(indices))
+
+
+def _gather(ctx: StageContext) -> dict[str, np.ndarray]:
+    parts = [ctx.store.load_npz(k) for prefix in ctx.shard_keys("chunks") for k in ctx.store.list(prefix)
+             if k.endswith(".npz")]  # fmt: skip
+    names = ("index", "joints3d", "cam", "joints2d", "error", "error_px", "joints_used")
+    allp = {n: np.concatenate([p[n] for p in parts]) if parts else np.zeros(0) for n in names}
+    order = np.argsort(allp["index"], kind="stable")
+    return {n: v[order] for n, v in allp.items()}
+
+
+def select(error: np.ndarray, k: int, mode: str, rng: np.random.Generator) -> np.ndarray:
+    """Positions of the K_C selected samples: largest finite errors first (eem), or a random draw (random)."""
+    valid = np.flatnonzero(np.isfinite(error))
+    if mode == "random":
+        return np.sort(rng.permutation(valid)[:k])
+    return valid[np.argsort(-error[valid], kind="stable")[:k]]
+
+
+def _round(a: np.ndarray, nd: int = 5) -> list:
+    return np.round(a.astype(np.float64), nd).tolist()
+
+
+def _histogram_png(error: np.ndarray, cut: float | None, bins: int, title: str) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
+    ax.hist(error[np.isfinite(error)], bins=bins, color="#4c72b0")
+    if cut is not None:
+        ax.axvline(cut, color="#c44e52", linestyle="--", label="challenging cut")
+        ax.legend()
+    ax.set_xlabel("EEM error")
+    ax.set_ylabel("samples")
+    ax.set_title(title)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def finalize(ctx: StageContext) -> None:
+    """Rank globally and write the hard set, the references, the scores, a summary and the histogram."""
+    cfg = ctx.config
+    ds = open_dataset(ctx.store, cfg.dataset)
+    samples, arrays = ds.samples, ds.arrays
+    p = _gather(ctx)
+    idx, error = p["index"], p["error"]
+    ctx.store.write_jsonl(ctx.key("scores.jsonl"), (
+        {"id": samples[i].id, "index": int(i), "error": None if not np.isfinite(e) else round(float(e), 6),
+         "error_px": None if not np.isfinite(px) else round(float(px), 3), "joints_used": int(u)}
+        for i, e, px, u in zip(idx, error, p["error_px"], p["joints_used"], strict=True)
+    ))  # fmt: skip
+
+    def row(pos: int, rank: int) -> dict:
+        i = int(idx[pos])
+        s = samples[i]
+        return {"rank": rank, "id": s.id, "index": i, "error": round(float(error[pos]), 6),
+                "error_px": round(float(p["error_px"][pos]), 3), "joints3d": _round(p["joints3d"][pos]),
+                "cam": _round(p["cam"][pos]), "joints2d_pred": _round(p["joints2d"][pos], 2),
+                "joints2d": s.joints2d, "joint_set": ds.joint_set, "bbox": s.bbox, "image": s.image,
+                "dataset": cfg.dataset, "width": s.width, "height": s.height, "family": s.meta.get("family"),
+                "meta": s.meta}  # fmt: skip
+
+    hard = select(error, cfg.num_challenging, cfg.selection, ctx.rng(0))
+    ctx.store.write_jsonl(ctx.key("challenging.jsonl"), (row(int(q), r) for r, q in enumerate(hard)))
+
+    width = np.array([samples[i].width for i in idx], np.float64)
+    height = np.array([samples[i].height for i in idx], np.float64)
+    usable = full_body_in_image(arrays["joints2d"][idx], width, height) & np.isfinite(error)
+    usable[hard] = False
+    cand = np.flatnonzero(usable)
+    refs = cand[np.argsort(error[cand], kind="stable")[: cfg.num_references]]
+    ctx.store.write_jsonl(ctx.key("references.jsonl"), (row(int(q), r) for r, q in enumerate(refs)))
+
+    finite = error[np.isfinite(error)]
+    cut = float(error[hard].min()) if len(hard) and cfg.selection == "eem" else None
+    png = _histogram_png(error, cut, cfg.histogram_bins, f"EEM scores ({ds.name}, {len(finite)} samples)")
+    ctx.store.write_bytes(ctx.key("score_histogram.png"), png)
+
+    families_all = Counter(samples[i].meta.get("family") for i in idx if samples[i].meta.get("family"))
+    families_hard = Counter(samples[int(idx[q])].meta.get("family") for q in hard if samples[int(idx[q])].meta.get("family"))
+    summary = {
+        "dataset": cfg.dataset, "joint_set": ds.joint_set, "selection": cfg.selection,
+        "samples": len(ds), "predicted": len(idx), "scored": len(finite), "unscorable": int(len(idx) - len(finite)),
+        "challenging": len(hard), "references": len(refs),
+        "error": {"mean": float(finite.mean()) if len(finite) else None,
+                  "median": float(np.median(finite)) if len(finite) else None,
+                  "p90": float(np.percentile(finite, 90)) if len(finite) else None,
+                  "challenging_mean": float(error[hard].mean()) if len(hard) else None,
+                  "challenging_cut": cut},
+        "families": {"all": dict(sorted(families_all.items())), "challenging": dict(sorted(families_hard.items()))},
+    }  # fmt: skip
+    ctx.store.write_json(ctx.key("summary.json"), summary)
+    ctx.counts["challenging"], ctx.counts["references"] = len(hard), len(refs)
+    ctx.counts["unscorable"] = summary["unscorable"]
+    ctx.extra["eem"] = {k: summary[k] for k in ("selection", "scored", "challenging", "references", "error")}
+    if not len(hard):
+        raise DataError(f"eem: no scorable sample in {cfg.dataset} (see {ctx.store.url_for(ctx.key('scores.jsonl'))})")
