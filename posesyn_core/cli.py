@@ -195,6 +195,75 @@ def config_check_cmd(run_yaml: Path) -> None:
     click.echo(dump_run_config(load(run_yaml)), nl=False)
 
 
+@cli.group("experiment")
+def experiment_group() -> None:
+    """Baselines, ablations and sweeps that reuse a run's completed stages."""
+
+
+def _run_variants(run_yaml: Path, variants: list, force: bool) -> None:
+    from posesyn_core.experiment import load_variant, prepare_variant
+    from posesyn_core.runner import run_pipeline
+
+    failed = []
+    for variant in variants:
+        path, run = load_variant(run_yaml, variant)
+        shared = prepare_variant(load(run_yaml), run)
+        todo = [s for s in run.stages or [] if s not in shared]
+        console.rule(f"variant {variant.name}: {variant.description}")
+        console.print(f"reusing {', '.join(shared) or 'nothing'}; running {', '.join(todo) or 'nothing'}")
+        results = run_pipeline(path, run, todo, force=force, console=console)
+        failed += [r for r in results if r.exit_code != EXIT_OK]
+    if failed:
+        sys.exit(failed[0].exit_code)
+
+
+@experiment_group.command("ablations")
+@run_config_argument
+@click.option("--only", "only", default=None, metavar="A,B", help="Comma-separated subset of the variants.")
+@click.option("--force", is_flag=True, help="Re-run the variants' own stages even if up to date.")
+def ablations_cmd(run_yaml: Path, only: str | None, force: bool) -> None:
+    """Run the paper's comparisons next to a completed run: real-only fine-tuning, random selection instead of
+    EEM, MSM without MR_init, and a tau sweep (40/80/160/200 mm; 120 is the run itself).
+
+    Each variant lives under <root>/experiments/<variant>/ and reuses the run's stages up to the first one it
+    changes. `posesyn report` picks the results up.
+
+    \b
+    Example:
+      posesyn experiment ablations examples/demo.yaml --only real-only,random
+    """
+    from posesyn_core.errors import ConfigError
+    from posesyn_core.experiment import ABLATIONS
+
+    variants = list(ABLATIONS)
+    if only:
+        wanted = [w.strip() for w in only.split(",") if w.strip()]
+        unknown = sorted(set(wanted) - {v.name for v in variants})
+        if unknown:
+            raise ConfigError(f"--only: unknown variant(s) {unknown}; known: {[v.name for v in variants]}")
+        variants = [v for v in variants if v.name in wanted]
+    _run_variants(run_yaml, variants, force)
+
+
+@experiment_group.command("variant")
+@run_config_argument
+@click.argument("name")
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", required=True,
+              help="Override a config key (repeatable); the value is YAML.")
+@click.option("--force", is_flag=True, help="Re-run the variant's own stages even if up to date.")
+def variant_cmd(run_yaml: Path, name: str, overrides: tuple[str, ...], force: bool) -> None:
+    """Run one named variant of a run with some keys overridden, reusing the unchanged stages.
+
+    \b
+    Example:
+      posesyn experiment variant run.yaml k-c-100 --set eem.k_challenging=100
+    """
+    from posesyn_core.experiment import Variant, parse_override
+
+    parsed = dict(parse_override(o) for o in overrides)
+    _run_variants(run_yaml, [Variant(name, parsed, ", ".join(overrides))], force)
+
+
 def _register_domain_commands() -> None:
     """Command groups that live next to their domain code."""
     from posesyn_core.data.commands import data_group

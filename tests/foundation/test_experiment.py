@@ -1,0 +1,34 @@
+"""Variants reuse the base run's unchanged stages and re-run from the first one they change."""
+
+from __future__ import annotations
+
+import os
+
+import yaml
+
+from posesyn_core.experiment import Variant, apply_overrides, load_variant, parse_override, prepare_variant
+from posesyn_core.pipeline import load_run_config
+from posesyn_core.stages import execute_stage
+from posesyn_core.storage import open_store
+from tests.foundation.test_stages_runner import write_cfg
+
+
+def test_overrides_parse_and_apply():
+    assert parse_override("filter.tau_mm=80") == ("filter.tau_mm", 80)
+    assert apply_overrides({"a": {"b": 1}}, {"a.c": [1, 2]}) == {"a": {"b": 1, "c": [1, 2]}}
+
+
+def test_variant_shares_upstream_and_reruns_changed_stage(tmp_path):
+    cfg = write_cfg(tmp_path, stages=["draw", "total"], draw={"chunks": 2, "items": 10})
+    base = load_run_config(cfg)
+    for stage in base.stages:
+        execute_stage(base, stage)
+    path, run = load_variant(cfg, Variant("double", {"total.scale": 2.0}, "x2"))
+    assert yaml.safe_load(path.read_text())["total"]["scale"] == 2.0
+    assert prepare_variant(base, run) == ["draw"]
+    shared_dir = tmp_path / "out" / "experiments" / "double" / "draw"
+    assert shared_dir.is_symlink() and os.readlink(shared_dir) == str(tmp_path / "out" / "draw")
+    assert execute_stage(run, "draw").status == "skipped"
+    assert execute_stage(run, "total").status == "done"
+    base_sum = open_store(base.root).read_json("total/total.json")["sum"]
+    assert open_store(run.root).read_json("total/total.json")["sum"] == 2 * base_sum
