@@ -1,0 +1,66 @@
+"""Fixtures: a fake Kubernetes API server per test, and the official client pointed at it."""
+
+from __future__ import annotations
+
+import pytest
+from kube_fake_api import FakeKubeAPI, JobController, job_manifest
+
+from posesyn_core.launch.kube import Kube
+
+RELEASE = "demo"
+STAGES = ["world", "tpe-train", "eem"]
+
+
+@pytest.fixture
+def api():
+    server = FakeKubeAPI().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def kube(api):
+    from kubernetes import client
+
+    cfg = client.Configuration(host=api.url)
+    return Kube(client.ApiClient(cfg), api.namespace, retry_deadline_s=5)
+
+
+@pytest.fixture
+def kubeconfig(api, tmp_path, monkeypatch):
+    """A kubeconfig naming the fake server, so commands go through `Kube.connect()` like on a laptop."""
+    path = tmp_path / "kubeconfig"
+    path.write_text(f"""apiVersion: v1
+kind: Config
+clusters: [{{name: fake, cluster: {{server: "{api.url}"}}}}]
+users: [{{name: me, user: {{token: t}}}}]
+contexts: [{{name: fake, context: {{cluster: fake, user: me, namespace: {api.namespace}}}}}]
+current-context: fake
+""")
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    return path
+
+
+def install_release(api: FakeKubeAPI, stages: list[str] = STAGES, shards: dict[str, int] | None = None) -> None:
+    """What `helm install` leaves behind: suspended stage Jobs, the status ConfigMap, a sequencer Job."""
+    for i, stage in enumerate(stages):
+        api.put("jobs", job_manifest(RELEASE, stage, i, completions=(shards or {}).get(stage, 1)))
+    labels = {"app.kubernetes.io/instance": RELEASE, "app.kubernetes.io/component": "status"}
+    api.put("configmaps", {"metadata": {"name": f"{RELEASE}-status", "labels": labels}, "data": {}})
+    seq_labels = {"app.kubernetes.io/instance": RELEASE, "app.kubernetes.io/component": "sequencer"}
+    api.put("jobs", {"metadata": {"name": f"{RELEASE}-sequencer", "labels": seq_labels},
+                     "spec": {"template": {"metadata": {"labels": dict(seq_labels)}, "spec": {
+                         "restartPolicy": "Never", "containers": [{"name": "sequencer", "image": "posesyn"}]}}},
+                     "status": {"active": 1, "startTime": "2026-01-01T00:00:00Z"}})
+
+
+@pytest.fixture
+def release(api):
+    install_release(api)
+    return RELEASE
+
+
+@pytest.fixture
+def controller(api):
+    return JobController(api)
