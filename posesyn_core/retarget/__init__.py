@@ -1,0 +1,1 @@
+"""Retargeting: fit body-model pose parameters to synthesized joint motions and place them in reference cameras."""
