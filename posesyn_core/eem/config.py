@@ -8,6 +8,7 @@ from pydantic import Field, field_validator
 
 from posesyn_core.config import Resources, StageSection, StrictModel
 from posesyn_core.skeleton import SMPL22
+from posesyn_core.tpe.config import EstimatorRef
 
 
 class JointWeights(StrictModel):
@@ -39,9 +40,9 @@ class EemSection(StageSection):
         "world/wild2d",
         description="The 2D pose dataset: a key under the run root, or a URL (file:///..., s3://...).",
     )
-    estimator: str = Field(
-        "tpe-train/model.pt",
-        description="TPE checkpoint: a key under the run root, or a path/URL to ours, a TorchScript or an ONNX file.",
+    estimator: EstimatorRef = Field(
+        default_factory=EstimatorRef,
+        description="The TPE: our checkpoint (default tpe-train/model.pt) or an external TorchScript/ONNX model.",
     )
     batch_size: int = Field(64, ge=1, description="TPE inference batch size.")
     chunk_size: int = Field(512, ge=1, description="Samples per resumable chunk (the unit shards split).")

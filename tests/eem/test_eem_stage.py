@@ -1,0 +1,92 @@
+"""The eem stage end to end on a small dataset with a tiny real TPE: outputs, quarantine, shards, determinism."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from posesyn_core.data.dataset import PoseSample, write_dataset
+from posesyn_core.pipeline import RunConfig
+from posesyn_core.stages import execute_stage
+from posesyn_core.storage import open_store
+from posesyn_core.tpe.model import TPE, TPEConfig, checkpoint_dict
+from posesyn_core.tpe.train import save_torch
+
+N = 40
+
+
+def make_dataset(store, prefix: str = "world/wild2d", n: int = N, bad: bool = True) -> None:  # noqa: ANN001
+    """n smpl22 samples (64x64 images, random poses, two families); with `bad`, sample 3 has NaN keypoints and
+    sample 7 no visible joint."""
+    rng = np.random.default_rng(0)
+    samples, images = [], []
+    for i in range(n):
+        j2d = np.concatenate([rng.uniform(8, 56, (22, 2)), np.ones((22, 1))], 1)
+        if bad and i == 3:
+            j2d[5, 0] = np.nan
+        if bad and i == 7:
+            j2d[:, 2] = 0
+        samples.append(PoseSample(id=f"s{i:03d}", image=f"images/s{i:03d}.png", width=64, height=64,
+                                  bbox=[8, 8, 48, 48], joints2d=j2d.tolist(),
+                                  meta={"family": "cartwheel" if i % 4 == 0 else "walk"}))  # fmt: skip
+        images.append(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    write_dataset(store, prefix, "wild2d", "smpl22", samples, images, image_ext="png", part_size=16)
+
+
+def save_tpe(store, key: str = "tpe-train/model.pt") -> None:  # noqa: ANN001
+    """A tiny randomly initialized TPE checkpoint (seed 0)."""
+    torch.manual_seed(0)
+    save_torch(store, key, checkpoint_dict(TPE(TPEConfig(img_size=32, widths=(4, 8), head_dim=16)), torch_version=str(torch.__version__)))
+
+
+def run_config(root: Path, **eem):  # noqa: ANN003, ANN201
+    section = {"num_challenging": 5, "num_references": 3, "chunk_size": 16, "batch_size": 8, **eem}
+    return RunConfig.model_validate({"name": "t", "root": root.as_uri(), "stages": ["eem"], "device": "cpu",
+                                     "max_bad_fraction": 0.2, "eem": section})  # fmt: skip
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Path:
+    store = open_store(tmp_path.as_uri())
+    make_dataset(store)
+    save_tpe(store)
+    return tmp_path
+
+
+def test_eem_stage_outputs_and_quarantine(world: Path) -> None:
+    result = execute_stage(run_config(world, shards=2), "eem")
+    store = open_store(world.as_uri())
+    assert result.status == "done"
+    assert result.manifest["counts"]["samples_in"] == N and result.manifest["rejected"] == 2
+    reasons = {r["id"]: r["reason"] for r in store.read_jsonl("eem/rejected.jsonl")}
+    assert reasons == {"s003": "non-finite keypoints", "s007": "no visible joints"}
+    scores = store.read_jsonl("eem/scores.jsonl")
+    assert len(scores) == N - 2 and all(s["error"] is not None for s in scores)
+    hard = store.read_jsonl("eem/challenging.jsonl")
+    assert [h["rank"] for h in hard] == list(range(5))
+    errors = [h["error"] for h in hard]
+    assert errors == sorted(errors, reverse=True) and errors[-1] >= max(sorted(s["error"] for s in scores)[:-5])
+    h = hard[0]
+    assert np.array(h["joints3d"]).shape == (22, 3) and len(h["cam"]) == 3 and h["image"].startswith("images/")
+    assert h["family"] in ("walk", "cartwheel") and h["dataset"] == "world/wild2d"
+    refs = store.read_jsonl("eem/references.jsonl")
+    assert len(refs) == 3 and {r["id"] for r in refs}.isdisjoint({h["id"] for h in hard})
+    assert [r["error"] for r in refs] == sorted(r["error"] for r in refs)
+    summary = store.read_json("eem/summary.json")
+    assert summary["families"]["all"] == {"cartwheel": 10, "walk": 28} and summary["challenging"] == 5
+    assert store.read_bytes("eem/score_histogram.png")[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # Same results unsharded; byte-identical on a forced re-run.
+    first = store.read_bytes("eem/challenging.jsonl")
+    execute_stage(run_config(world, shards=1), "eem", force=True)
+    assert store.read_bytes("eem/challenging.jsonl") == first
+
+
+def test_random_selection_has_the_same_budget(world: Path) -> None:
+    execute_stage(run_config(world, selection="random"), "eem")
+    store = open_store(world.as_uri())
+    hard = store.read_jsonl("eem/challenging.jsonl")
+    assert len(hard) == 5 and store.read_json("eem/summary.json")["selection"] == "random"
