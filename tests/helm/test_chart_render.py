@@ -1,0 +1,241 @@
+"""The Helm chart rendered by the real Helm engine (helm-python-sdk), every manifest validated strictly against
+the Kubernetes schemas, for a matrix of values and the ci/ scenarios; bad values fail with clear messages."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from pathlib import Path
+
+import helm_python as helm
+import pytest
+import yaml
+from chart_cases import by_kind, stage_jobs, toy_registry, validate_strict
+
+from posesyn_core.errors import ConfigError
+from posesyn_core.launch import chart
+from posesyn_core.pipeline import load_run_config
+
+CI_VALUES = sorted((chart.CHART_DIR / "ci").glob("*-values.yaml"))
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    """(chart dir, RunConfig class) with the toy plugin stages: toy-count (CPU, one pod), toy-square (GPU, shards)."""
+    with toy_registry() as run_cls:
+        yield chart.prepared_chart(tmp_path_factory.mktemp("chart"), run_cls), run_cls
+
+
+def test_generated_files_are_up_to_date():
+    stale = chart.stale_files()
+    assert not stale, f"{[p.name for p in stale]} stale: run `python -m posesyn_core.launch.chart`"
+
+
+MATRIX = list(itertools.product(["pvc", "s3"], [True, False], [1, 3], [False, True]))
+
+
+@pytest.mark.parametrize(("storage", "gpu", "shards", "kueue"), MATRIX)
+def test_render_matrix(toy, storage, gpu, shards, kueue):
+    chart_dir, _ = toy
+    values = {
+        "run": {"name": "m", "plugins": ["posesyn_toy_stages"], "toy-square": {"shards": shards}},
+        "gpu": {"enabled": gpu},
+        "kueue": {"enabled": kueue, "queueName": "gpu-queue" if kueue else ""},
+    }
+    if storage == "s3":
+        values["storage"] = {"type": "s3", "s3": {"bucket": "bkt", "endpoint": "http://s3:9000", "credentialsSecret": "s"}}
+    docs = chart.render(values, chart_dir, release="r1", namespace="ns")
+    validate_strict(docs)
+
+    jobs = stage_jobs(docs)
+    order = [int(j["metadata"]["annotations"]["posesyn.ai/stage-index"]) for j in jobs.values()]
+    assert order == list(range(len(jobs))) and list(jobs)[-2:] == ["toy-count", "toy-square"]
+    single, sharded = jobs["toy-count"]["spec"], jobs["toy-square"]["spec"]
+    for spec in (single, sharded):
+        assert spec["suspend"] is True and spec["template"]["spec"]["restartPolicy"] == "Never"
+        rules = spec["podFailurePolicy"]["rules"]
+        assert rules[0] == {"action": "FailJob", "onExitCodes": {"containerName": "stage", "operator": "In", "values": [2, 3]}}
+        assert rules[1]["action"] == "Ignore" and rules[1]["onPodConditions"] == [{"type": "DisruptionTarget", "status": "True"}]
+        pod = spec["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+        ctr = pod["containers"][0]["securityContext"]
+        assert ctr["readOnlyRootFilesystem"] and not ctr["allowPrivilegeEscalation"] and ctr["capabilities"]["drop"] == ["ALL"]
+        assert not pod["automountServiceAccountToken"]
+
+    # sharded vs single
+    assert "completionMode" not in single or single["completionMode"] == "NonIndexed"
+    assert single["completions"] == single["parallelism"] == 1
+    assert sharded["completionMode"] == "Indexed" and sharded["completions"] == sharded["parallelism"] == shards
+
+    # GPU requests and GPU-only scheduling go together
+    res = sharded["template"]["spec"]["containers"][0]["resources"]
+    tolerations = sharded["template"]["spec"].get("tolerations", [])
+    if gpu:
+        assert res["limits"]["nvidia.com/gpu"] == 1 and tolerations[0]["key"] == "nvidia.com/gpu"
+    else:
+        assert "nvidia.com/gpu" not in res["limits"] and not tolerations
+    assert "nvidia.com/gpu" not in single["template"]["spec"]["containers"][0]["resources"]["limits"]
+
+    # storage: PVC mounted (and created) or S3 env + Secret, and the run root to match
+    run_yaml = yaml.safe_load(by_kind(docs, "ConfigMap")["r1-posesyn-run"]["data"]["run.yaml"])
+    ctr = sharded["template"]["spec"]["containers"][0]
+    if storage == "pvc":
+        assert run_yaml["root"] == "file:///data/m"
+        assert "r1-posesyn-data" in by_kind(docs, "PersistentVolumeClaim")
+        assert {"name": "data", "mountPath": "/data"} in ctr["volumeMounts"]
+    else:
+        assert run_yaml["root"] == "s3://bkt/m"
+        assert not by_kind(docs, "PersistentVolumeClaim")
+        env = {e["name"]: e.get("value") for e in ctr["env"]}
+        assert env["AWS_ENDPOINT_URL"] == "http://s3:9000" and ctr["envFrom"] == [{"secretRef": {"name": "s"}}]
+
+    # Kueue: the queue travels as an annotation the sequencer turns into the label on the stage's turn
+    for job in jobs.values():
+        annotations = job["metadata"]["annotations"]
+        assert annotations.get("posesyn.ai/queue-name") == ("gpu-queue" if kueue else None)
+        assert "kueue.x-k8s.io/queue-name" not in job["metadata"]["labels"]
+
+
+def test_sequencer_job_and_least_privilege_role(toy):
+    chart_dir, _ = toy
+    docs = chart.render({"run": {"stages": ["toy-count", "toy-square"]}}, chart_dir, release="r2", namespace="ns")
+    validate_strict(docs)
+    seq = by_kind(docs, "Job")["r2-posesyn-sequencer"]["spec"]
+    assert "suspend" not in seq
+    pod = seq["template"]["spec"]
+    assert pod["serviceAccountName"] == "r2-posesyn-sequencer"
+    ctr = pod["containers"][0]
+    assert ctr["command"] == ["posesyn", "sequence"]
+    assert ctr["args"] == [
+        "--release=r2", "--namespace=ns", "--stages=toy-count,toy-square", "--status-configmap=r2-posesyn-status",
+    ]
+    assert "nvidia.com/gpu" not in ctr["resources"]["limits"]
+    rules = by_kind(docs, "Role")["r2-posesyn-sequencer"]["rules"]
+    granted = {(g, r, v, tuple(rule.get("resourceNames", ())))
+               for rule in rules for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
+    assert granted == {
+        *{("batch", "jobs", v, ()) for v in ("get", "list", "watch", "patch")},
+        *{("", r, v, ()) for r in ("pods", "pods/log") for v in ("get", "list", "watch")},
+        ("", "configmaps", "create", ()),
+        *{("", "configmaps", v, ("r2-posesyn-status",)) for v in ("get", "patch", "update")},
+    }
+    binding = by_kind(docs, "RoleBinding")["r2-posesyn-sequencer"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "r2-posesyn-sequencer", "namespace": "ns"}]
+
+
+def test_run_configmap_is_a_valid_run_config(toy, tmp_path):
+    """What the pods read validates with the same loader `posesyn run` uses, stages and root filled in."""
+    chart_dir, run_cls = toy
+    values = {"run": {"name": "cm", "seed": 5, "plugins": ["posesyn_toy_stages"], "toy-count": {"n": 3}},
+              "storage": {"type": "s3", "prefix": "runs/cm", "s3": {"bucket": "data"}}}
+    docs = chart.render(values, chart_dir, release="r3")
+    path = tmp_path / "run.yaml"
+    path.write_text(by_kind(docs, "ConfigMap")["r3-posesyn-run"]["data"]["run.yaml"])
+    with toy_registry():
+        run = load_run_config(path)
+    assert (run.name, run.seed, run.root) == ("cm", 5, "s3://data/runs/cm")
+    assert run.stages == list(run_cls.registry) and run.section("toy-count").n == 3
+
+
+def test_values_for_run_round_trips(toy, tmp_path):
+    chart_dir, _ = toy
+    src = tmp_path / "src.yaml"
+    src.write_text("name: rt\nroot: s3://bkt/some/prefix\nplugins: [posesyn_toy_stages]\n"
+                   "stages: [toy-count, toy-square]\ntoy-square: {shards: 2, offset: 4}\n")
+    with toy_registry():
+        run = load_run_config(src)
+        docs = chart.render(chart.values_for_run(run), chart_dir, release="rt")
+        out = tmp_path / "out.yaml"
+        out.write_text(by_kind(docs, "ConfigMap")["rt-posesyn-run"]["data"]["run.yaml"])
+        again = load_run_config(out)
+    assert again.model_dump() == run.model_dump()
+    assert stage_jobs(docs)["toy-square"]["spec"]["completions"] == 2
+
+
+@pytest.mark.parametrize("path", CI_VALUES, ids=lambda p: p.name)
+def test_ci_scenarios_render_validate_and_lint_clean(path):
+    values = yaml.safe_load(path.read_text()) or {}
+    docs = chart.render(values, release="ci", namespace="posesyn")
+    validate_strict(docs)
+    assert stage_jobs(docs), "no stage Job rendered"
+    report = helm.lint(chart.CHART_DIR, values, strict=True, namespace="posesyn")
+    problems = [m for m in report["messages"] if m["severity"] >= 2] + report["errors"]
+    assert not problems, problems
+
+
+def test_default_values_lint_clean():
+    report = helm.lint(chart.CHART_DIR, strict=True)
+    assert not [m for m in report["messages"] if m["severity"] >= 2] and not report["errors"]
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"storage": {"s3": {"buckt": "x"}}}, r"storage/s3.*additional properties 'buckt' not allowed"),
+        ({"run": {"seeed": 1}}, r"run.*additional properties 'seeed' not allowed"),
+        ({"run": {"toy-count": {"nn": 1}}}, r"run/toy-count.*additional properties 'nn' not allowed"),
+        ({"stages": {"toy-square": {"parallelism": -1}}}, r"stages/toy-square/parallelism.*minimum"),
+        ({"run": {"toy-square": {"shards": 0}}}, r"run/toy-square/shards.*minimum"),
+        ({"storage": {"type": "s3"}}, r"storage.s3.bucket is required when storage.type is s3"),
+        ({"storage": {"type": "nfs"}}, r"storage/type.*(value must be one of|enum)"),
+        ({"run": {"toy-count": {"shards": 2}}}, r"run.toy-count.shards is 2 but stage toy-count cannot be sharded"),
+        ({"kueue": {"enabled": True}}, r"kueue.queueName is required when kueue.enabled"),
+        ({"storage": {"pvc": {"create": False}}}, r"storage.pvc: set storage.pvc.existingClaim"),
+        ({"run": {"stages": ["nope"]}}, r"run/stages"),
+        ({"stages": {"toy-count": {"resources": {"cpu": "lots", "memory": "1Gi", "gpu": 0}}}}, r"resources/cpu"),
+    ],
+    ids=["typo-chart-key", "typo-run-key", "typo-section-key", "negative-parallelism", "zero-shards",
+         "s3-without-bucket", "unknown-storage", "shards-unshardable", "kueue-no-queue", "no-pvc", "unknown-stage",
+         "bad-quantity"],
+)
+def test_bad_values_fail_clearly(toy, values, message):
+    chart_dir, _ = toy
+    with pytest.raises(ConfigError, match=re.compile(message, re.S)):
+        chart.render(values, chart_dir)
+
+
+def test_every_values_key_is_documented():
+    """helm-docs style: each key of values.yaml has a `# --` line in the comment block right above it (fields
+    of list items, e.g. a toleration's `operator`, belong to their documented list)."""
+    lines = (chart.CHART_DIR / "values.yaml").read_text().splitlines()
+    undocumented = []
+    for i, line in enumerate(lines):
+        if not re.match(r"^\s*[\w.-]+:", line) or _in_list_item(lines, i):
+            continue
+        j = i - 1
+        while j >= 0 and lines[j].strip().startswith("#") and "# --" not in lines[j]:
+            j -= 1
+        if j < 0 or "# --" not in lines[j]:
+            undocumented.append(f"line {i + 1}: {line.strip()}")
+    assert not undocumented, undocumented
+
+
+def _in_list_item(lines: list[str], i: int) -> bool:
+    indent = len(lines[i]) - len(lines[i].lstrip())
+    for above in reversed(lines[:i]):
+        stripped = above.strip()
+        if stripped and not stripped.startswith("#") and len(above) - len(above.lstrip()) < indent:
+            return stripped.startswith("- ")
+    return False
+
+
+def test_schema_is_closed_everywhere():
+    """Every object in the generated schema either lists its keys with additionalProperties false, or is a
+    free-form Kubernetes object (nodeSelector, affinity, tolerations, env ...) passed to the API server."""
+    schema = chart.values_schema(__import__("posesyn_core.pipeline", fromlist=["RunConfig"]).RunConfig)
+    open_objects = []
+
+    def walk(node, where):
+        if isinstance(node, dict):
+            if node.get("type") == "object" and "properties" in node and node.get("additionalProperties") is not False:
+                open_objects.append(where)
+            for k, v in node.items():
+                walk(v, f"{where}/{k}")
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, f"{where}/{i}")
+
+    walk(schema, "")
+    assert not open_objects, open_objects
+    assert "root" not in schema["properties"]["run"]["properties"]
+    assert Path(chart.CHART_DIR / "values.schema.json").exists()
