@@ -102,9 +102,9 @@ def run(ctx: StageContext) -> None:
         progress.advance(len(indices))
 
 
-def _gather(ctx: StageContext) -> dict[str, np.ndarray]:
-    parts = [ctx.store.load_npz(k) for prefix in ctx.shard_keys("chunks") for k in ctx.store.list(prefix)
-             if k.endswith(".npz")]  # fmt: skip
+def load_predictions(store: Store, chunk_prefixes: list[str]) -> dict[str, np.ndarray]:
+    """Every shard's chunk arrays (index, joints3d, cam, joints2d, error, error_px, joints_used), by index."""
+    parts = [store.load_npz(k) for prefix in chunk_prefixes for k in store.list(prefix) if k.endswith(".npz")]
     names = ("index", "joints3d", "cam", "joints2d", "error", "error_px", "joints_used")
     allp = {n: np.concatenate([p[n] for p in parts]) if parts else np.zeros(0) for n in names}
     order = np.argsort(allp["index"], kind="stable")
@@ -149,7 +149,7 @@ def finalize(ctx: StageContext) -> None:
     cfg = ctx.config
     ds = open_dataset(ctx.store, cfg.dataset)
     samples, arrays = ds.samples, ds.arrays
-    p = _gather(ctx)
+    p = load_predictions(ctx.store, ctx.shard_keys("chunks"))
     idx, error = p["index"], p["error"]
     ctx.store.write_jsonl(ctx.key("scores.jsonl"), (
         {"id": samples[i].id, "index": int(i), "error": None if not np.isfinite(e) else round(float(e), 6),

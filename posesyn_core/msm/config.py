@@ -1,0 +1,60 @@
+"""The `msm` stage's config section and spec (light: no torch)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from posesyn_core.config import Resources, StageSection
+
+Conditioning = Literal["text+mrinit", "text", "mrinit"]
+
+
+class MsmSection(StageSection):
+    """Sample motions around each hard pose with the motion model (T2M-GPT + MR_init prefix)."""
+
+    model: str = Field("motion-train", description="Motion model: a prefix under the run root (motion-train's "
+                       "output) or a URL of one.")  # fmt: skip
+    conditioning: Conditioning = Field(
+        "text+mrinit", description="text+mrinit (PoseSyn), text (no MR_init) or mrinit (no text), for the ablation."
+    )
+    num_motions: int = Field(4, ge=1, description="N: motions sampled per challenging sample.")
+    num_frames: int = Field(64, ge=4, description="L: frames per motion at 20 fps (a multiple of 4).")
+    mrinit_frames: int = Field(16, ge=4, description="T: frames the pseudo-label is repeated over for MR_init "
+                               "(T/4 VQ indices in the prefix).")  # fmt: skip
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
+    top_k: int | None = Field(None, ge=1, description="Keep only the k most likely codes per step (None: all).")
+    top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling mass (None: off).")
+    batch_size: int = Field(32, ge=1, description="Challenging samples per sampler call (x num_motions sequences).")
+    chunk_size: int = Field(32, ge=1, description="Challenging samples per resumable output part.")
+    captions: Literal["cycle", "first"] = Field(
+        "cycle", description="Which caption conditions motion k: cycle = caption k mod count, first = always the first."
+    )
+
+    @model_validator(mode="after")
+    def _multiples_of_four(self) -> MsmSection:
+        for key in ("num_frames", "mrinit_frames"):
+            if getattr(self, key) % 4:
+                raise ValueError(f"msm.{key}: must be a multiple of 4 (the VQ-VAE downsamples time by 4)")
+        return self
+
+
+def _spec():  # noqa: ANN202
+    from posesyn_core.stages import StageSpec
+
+    return StageSpec(
+        name="msm",
+        section=MsmSection,
+        run="posesyn_core.msm.stage:run",
+        finalize="posesyn_core.msm.stage:finalize",
+        description="Motion Synthesis Module: N motions per hard pose from its caption + MR_init, best frame kept.",
+        inputs=("motion-train", "eem", "caption"),
+        outputs=("motions/", "summary.json"),
+        resources=Resources(cpu="2", memory="4Gi"),
+        gpu=True,
+        shardable=True,
+    )
+
+
+SPEC = _spec()

@@ -1,0 +1,92 @@
+"""Motions around hard poses: pseudo-label -> MR_init -> N sampled token sequences -> joints -> closest frame.
+
+The motion model is passed in (any object with the synthesizer interface of `posesyn_core.motion`):
+    encode_poses(joints (B, 22, 3) world frame, T) -> (B, T // 4) VQ indices of the pose repeated T times
+    sample(texts, mrinit (B, M) | None, max_tokens, temperature, top_k, top_p, seed, num_samples)
+        -> tokens for B * num_samples sequences, prompt-major (row b * num_samples + k)
+    decode(tokens) -> joints (B * num_samples, L, 22, 3) world frame
+so the same pipeline runs a trained mini-world model or the public T2M-GPT weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from posesyn_core.caption.posecodes import camera_to_upright
+from posesyn_core.metrics import pa_mpjpe
+from posesyn_core.msm.config import Conditioning
+
+
+@dataclass
+class MsmOutput:
+    motions: np.ndarray  # (B, N, L, 22, 3) world frame, metres
+    best_frame: np.ndarray  # (B, N) index of the frame closest to the hard pose
+    best_pa_mpjpe: np.ndarray  # (B, N) PA-MPJPE (mm) of that frame vs the pseudo-label
+    texts: list[list[str]]  # (B, N) the text each motion was conditioned on ("" when text is off)
+
+
+def closest_frames(motions: np.ndarray, pose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """motions (..., L, 22, 3), pose (..., 22, 3) -> (index (...), PA-MPJPE mm (...)) of the closest frame."""
+    err = pa_mpjpe(motions, pose[..., None, :, :])  # (..., L)
+    best = err.argmin(-1)
+    return best, np.take_along_axis(err, best[..., None], -1)[..., 0]
+
+
+class MotionSynthesisPipeline:
+    """Components in the constructor, work in `__call__` (numbered steps), inputs checked first."""
+
+    def __init__(self, synthesizer, conditioning: Conditioning = "text+mrinit", num_motions: int = 4,  # noqa: ANN001
+                 num_frames: int = 64, mrinit_frames: int = 16, temperature: float = 1.0, top_k: int | None = None,
+                 top_p: float | None = None):  # fmt: skip
+        self.synthesizer = synthesizer
+        self.conditioning, self.num_motions, self.num_frames = conditioning, num_motions, num_frames
+        self.mrinit_frames, self.temperature, self.top_k, self.top_p = mrinit_frames, temperature, top_k, top_p
+
+    def check_inputs(self, poses_cam: np.ndarray, captions: Sequence[Sequence[str]]) -> None:
+        if poses_cam.ndim != 3 or poses_cam.shape[1:] != (22, 3):
+            raise ValueError(f"poses_cam: expected (B, 22, 3), got {poses_cam.shape}")
+        if not np.isfinite(poses_cam).all():
+            raise ValueError("poses_cam: non-finite joint positions")
+        if len(captions) != len(poses_cam):
+            raise ValueError(f"captions: {len(captions)} lists for {len(poses_cam)} poses")
+        if "text" in self.conditioning and any(not c for c in captions):
+            raise ValueError(f"captions: every pose needs at least one caption for conditioning {self.conditioning!r}")
+
+    def texts_for(self, captions: Sequence[Sequence[str]], cycle: bool = True) -> list[list[str]]:
+        """(B, N) texts: caption k mod count for motion k (or always the first), '' when text is off."""
+        if "text" not in self.conditioning:
+            return [[""] * self.num_motions for _ in captions]
+        return [[c[k % len(c)] if cycle else c[0] for k in range(self.num_motions)] for c in captions]
+
+    def __call__(self, poses_cam: np.ndarray, captions: Sequence[Sequence[str]], seed: int,
+                 cycle_captions: bool = True) -> MsmOutput:  # fmt: skip
+        # 1. Check inputs
+        poses_cam = np.asarray(poses_cam, np.float64)
+        self.check_inputs(poses_cam, captions)
+        b, n = len(poses_cam), self.num_motions
+
+        # 2. Pseudo-labels (root-relative camera frame) -> world frame: y up, lowest joint on the floor
+        poses = camera_to_upright(poses_cam)  # (B, 22, 3); root-relative input keeps the root at x = z = 0
+
+        # 3. MR_init: the pose repeated over T frames, encoded to T/4 VQ indices
+        mrinit = None
+        if "mrinit" in self.conditioning:
+            mrinit = self.synthesizer.encode_poses(poses.astype(np.float32), self.mrinit_frames)  # (B, T/4)
+
+        # 4. Sample N token sequences per pose: texts repeat prompt-major, like the sampler's rows
+        texts = self.texts_for(captions, cycle_captions)
+        tokens = self.synthesizer.sample([t for row in texts for t in row],
+                                         None if mrinit is None else np.repeat(np.asarray(mrinit), n, 0),
+                                         max_tokens=self.num_frames // 4, temperature=self.temperature,
+                                         top_k=self.top_k, top_p=self.top_p, seed=seed, num_samples=1)  # fmt: skip
+
+        # 5. Decode to joints (B * N, L, 22, 3) -> (B, N, L, 22, 3)
+        joints = np.asarray(self.synthesizer.decode(tokens), np.float64)
+        motions = joints.reshape(b, n, *joints.shape[1:])
+
+        # 6. The frame of each motion closest to its hard pose (shape only: PA-MPJPE)
+        best, err = closest_frames(motions, poses[:, None])
+        return MsmOutput(motions.astype(np.float32), best, err, texts)

@@ -1,0 +1,137 @@
+"""The `msm` stage: N motions per challenging sample (sharded over chunks of the challenging set).
+
+Each shard writes motion parts `msm/shards/<i>-of-<n>/motions/parts/part-<c>.{npz,jsonl}` (chunk c of the
+challenging set; atomic, skipped on resume). Finalize gathers them into one motion dataset
+(`posesyn_core/data/motions.py` format) at `msm/motions/`: clip id `<sample id>-m<k>`, texts [the caption it was
+conditioned on], family = the source sample's family (or "unknown"), meta {source_id, source_index, caption,
+conditioning, motion, best_frame, best_pa_mpjpe_mm}; plus `msm/summary.json`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from posesyn_core.data.motions import MotionClip, finish_motions, motion_part_exists, write_motion_part
+from posesyn_core.errors import ConfigError, DataError
+from posesyn_core.msm.pipeline import MotionSynthesisPipeline
+from posesyn_core.stages import StageContext
+from posesyn_core.storage import join, open_store
+
+MOTIONS = "motions"
+
+
+def load_inputs(ctx: StageContext) -> tuple[list[dict], dict[str, list[str]]]:
+    """The challenging rows and their captions ({} when conditioning needs no text)."""
+    rows = ctx.store.read_jsonl(ctx.input_key("eem", "challenging.jsonl"))
+    captions: dict[str, list[str]] = {}
+    if "text" in ctx.config.conditioning:
+        key = ctx.input_key("caption", "captions.jsonl")
+        if not ctx.store.exists(key):
+            raise ConfigError(f"msm.conditioning {ctx.config.conditioning!r} needs captions: run the caption stage "
+                              f"({ctx.store.url_for(key)} is missing)")  # fmt: skip
+        captions = {r["id"]: r["captions"] for r in ctx.store.read_jsonl(key)}
+    return rows, captions
+
+
+def build_pipeline(ctx: StageContext) -> MotionSynthesisPipeline:
+    from posesyn_core.motion import load_motion_model
+
+    cfg = ctx.config
+    store, prefix = (open_store(cfg.model), "") if "://" in cfg.model else (ctx.store, cfg.model)
+    synthesizer = load_motion_model(store, prefix=prefix, device=ctx.device)
+    return MotionSynthesisPipeline(synthesizer, cfg.conditioning, cfg.num_motions, cfg.num_frames, cfg.mrinit_frames,
+                                   cfg.temperature, cfg.top_k, cfg.top_p)  # fmt: skip
+
+
+def synthesize_chunk(ctx: StageContext, pipe: MotionSynthesisPipeline, rows: list[dict],
+                     captions: dict[str, list[str]], chunk: int) -> list[MotionClip]:  # fmt: skip
+    """Motions for one chunk of challenging rows, in batches; bad rows are quarantined."""
+    cfg = ctx.config
+    good = []
+    for row in rows:
+        pose = np.asarray(row["joints3d"], np.float64)
+        if pose.shape != (22, 3) or not np.isfinite(pose).all():
+            ctx.reject(row["id"], "pseudo-label is not a finite (22, 3) pose")
+        elif "text" in cfg.conditioning and not captions.get(row["id"]):
+            ctx.reject(row["id"], "no caption")
+        else:
+            good.append(row)
+    clips: list[MotionClip] = []
+    seeds = ctx.rng(chunk).integers(0, 2**31 - 1, size=max(1, -(-len(good) // cfg.batch_size)))
+    for bi, start in enumerate(range(0, len(good), cfg.batch_size)):
+        batch = good[start : start + cfg.batch_size]
+        poses = np.array([r["joints3d"] for r in batch], np.float64)
+        out = pipe(poses, [captions.get(r["id"], []) for r in batch], seed=int(seeds[bi]),
+                   cycle_captions=cfg.captions == "cycle")  # fmt: skip
+        for i, row in enumerate(batch):
+            for k in range(cfg.num_motions):
+                text = out.texts[i][k]
+                clips.append(MotionClip(
+                    id=f"{row['id']}-m{k}", family=row.get("family") or "unknown", joints=out.motions[i, k],
+                    texts=[text] if text else [],
+                    meta={"source_id": row["id"], "source_index": row["index"], "caption": text,
+                          "conditioning": cfg.conditioning, "motion": k, "best_frame": int(out.best_frame[i, k]),
+                          "best_pa_mpjpe_mm": round(float(out.best_pa_mpjpe[i, k]), 2)},
+                ))  # fmt: skip
+    return clips
+
+
+def run(ctx: StageContext) -> None:
+    cfg = ctx.config
+    rows, captions = load_inputs(ctx)
+    num_chunks = -(-len(rows) // cfg.chunk_size)
+    chunks = ctx.shard_slice(num_chunks)
+    ctx.counts["samples_in"] = sum(len(rows[c * cfg.chunk_size : (c + 1) * cfg.chunk_size]) for c in chunks)
+    progress = ctx.progress(ctx.counts["samples_in"], "hard poses")
+    prefix, pipe = ctx.key(MOTIONS), None
+    for c in chunks:
+        part = rows[c * cfg.chunk_size : (c + 1) * cfg.chunk_size]
+        if motion_part_exists(ctx.store, prefix, c):
+            ctx.counts["motions"] += len(ctx.store.read_jsonl(join(prefix, "parts", f"part-{c:05d}.jsonl")))
+        else:
+            pipe = pipe or build_pipeline(ctx)
+            clips = synthesize_chunk(ctx, pipe, part, captions, c)
+            if clips:  # a chunk whose rows were all quarantined writes nothing (and is cheap to redo)
+                write_motion_part(ctx.store, prefix, c, clips)
+            ctx.counts["motions"] += len(clips)
+        progress.advance(len(part))
+
+
+def finalize(ctx: StageContext) -> None:
+    """Gather the shards' parts (chunk order) into `msm/motions/`, write a summary."""
+    cfg = ctx.config
+    rows = ctx.store.read_jsonl(ctx.input_key("eem", "challenging.jsonl"))
+    num_chunks = -(-len(rows) // cfg.chunk_size)
+    out_prefix = ctx.key(MOTIONS)
+    metas: list[dict] = []
+    k_out = 0
+    for shard_prefix in ctx.shard_keys(MOTIONS):
+        names = sorted({key.rsplit("/", 1)[1].split(".")[0] for key in ctx.store.list(join(shard_prefix, "parts"))})
+        for name in names:
+            clip_rows = ctx.store.read_jsonl(join(shard_prefix, "parts", f"{name}.jsonl"))
+            if not clip_rows:
+                continue
+            for r in clip_rows:
+                r["part"] = k_out
+            ctx.store.write_bytes(join(out_prefix, "parts", f"part-{k_out:05d}.npz"),
+                                  ctx.store.read_bytes(join(shard_prefix, "parts", f"{name}.npz")))  # fmt: skip
+            ctx.store.write_jsonl(join(out_prefix, "parts", f"part-{k_out:05d}.jsonl"), clip_rows)
+            metas.extend(r["meta"] for r in clip_rows)
+            k_out += 1
+    if not metas:
+        raise DataError(f"msm: no motion was generated from {len(rows)} challenging samples ({num_chunks} chunks)")
+    finish_motions(ctx.store, out_prefix, "msm", k_out)
+    best = np.array([m["best_pa_mpjpe_mm"] for m in metas])
+    per_source: dict[str, float] = {}
+    for m in metas:
+        per_source[m["source_id"]] = min(per_source.get(m["source_id"], np.inf), m["best_pa_mpjpe_mm"])
+    summary = {
+        "conditioning": cfg.conditioning, "num_motions": cfg.num_motions, "num_frames": cfg.num_frames,
+        "hard_poses": len(per_source), "motions": len(metas),
+        "best_frame_pa_mpjpe_mm": {"mean": float(best.mean()), "median": float(np.median(best)),
+                                   "per_pose_min_mean": float(np.mean(list(per_source.values())))},
+        "examples": [{"id": m["source_id"], "caption": m["caption"], "best_frame": m["best_frame"]}
+                     for m in metas[: 8 * cfg.num_motions : cfg.num_motions]],
+    }  # fmt: skip
+    ctx.store.write_json(ctx.key("summary.json"), summary)
+    ctx.extra["msm"] = {k: summary[k] for k in ("conditioning", "hard_poses", "motions", "best_frame_pa_mpjpe_mm")}

@@ -1,0 +1,43 @@
+"""MSM building blocks that need no motion model: closest-frame search, ablation metric, config checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from posesyn_core.msm.ablation import format_table, frame_errors
+from posesyn_core.msm.config import MsmSection
+from posesyn_core.msm.pipeline import closest_frames
+
+
+def _pose(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).normal(0, 0.3, (22, 3))
+
+
+def test_closest_frame_is_found_up_to_similarity() -> None:
+    target = _pose(0)
+    rng = np.random.default_rng(1)
+    motion = np.stack([_pose(10 + t) for t in range(8)])  # (L, 22, 3)
+    a = np.radians(40)
+    rot = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+    motion[5] = 1.3 * target @ rot.T + rng.normal(0, 1e-4, (22, 3)) + [0.5, 0, 2]  # rotated, scaled, moved
+    best, err = closest_frames(motion[None], target[None])
+    assert best.tolist() == [5] and err[0] < 1.0  # mm
+    errors = frame_errors(motion[None, None], target[None])
+    assert errors.shape == (1, 1, 8) and errors[0, 0].argmin() == 5
+
+
+def test_config_checks() -> None:
+    assert MsmSection().conditioning == "text+mrinit"
+    with pytest.raises(ValidationError, match="multiple of 4"):
+        MsmSection(num_frames=30)
+    with pytest.raises(ValidationError):
+        MsmSection(conditioning="image")
+
+
+def test_format_table() -> None:
+    result = {"pseudo_label_mm": 100.0, "num_samples": 3, "min_improvement": 0.2, "mean_improvement": 0.1,
+              "variants": {"text+mrinit": {"mean_mm": 90.0, "min_mm": 40.0}, "text": {"mean_mm": 100.0, "min_mm": 50.0}}}
+    table = format_table(result)
+    assert "| text+mrinit | 90.0 | 40.0 |" in table and "min +20.0%" in table
