@@ -22,9 +22,12 @@ import numpy as np
 
 from posesyn_core.data.dataset import PoseDataset
 from posesyn_core.eem.score import eem_errors, full_body_in_image, weight_vector
-from posesyn_core.errors import DataError
+from posesyn_core.data.import2d import check_keypoints
+from posesyn_core.errors import DataError, StorageError
 from posesyn_core.stages import StageContext
-from posesyn_core.storage import Store, open_store
+from posesyn_core.storage import NotFound, Store, open_store
+
+OUT_OF_IMAGE_MARGIN = 0.25  # visible GT joints further outside than this x image size: a broken label
 
 
 def open_dataset(store: Store, ref: str) -> PoseDataset:
@@ -36,26 +39,21 @@ def _chunk_key(ctx: StageContext, c: int) -> str:
     return ctx.key("chunks", f"chunk-{c:05d}.npz")
 
 
-def _bad_input(gt2d: np.ndarray) -> str | None:
-    if not np.isfinite(gt2d).all():
-        return "non-finite keypoints"
-    if not (gt2d[:, 2] > 0).any():
-        return "no visible joints"
-    return None
-
-
 def _predict_chunk(ctx: StageContext, ds: PoseDataset, estimator, indices: range) -> dict[str, np.ndarray]:  # noqa: ANN001
     cfg = ctx.config
     arrays = ds.arrays
     good, images, rejected = [], [], []
     for i in indices:
-        reason = _bad_input(arrays["joints2d"][i])
+        s = ds.samples[i]
+        reason = check_keypoints(arrays["joints2d"][i], s.width, s.height, OUT_OF_IMAGE_MARGIN)
         if reason is None:
             try:
                 images.append(ds.image(i))
                 good.append(i)
                 continue
-            except DataError as e:
+            except NotFound:
+                reason = "missing image file"
+            except (DataError, StorageError) as e:
                 reason = f"unreadable image ({e})"
         rejected.append((ds.samples[i].id, reason))
     good_idx = np.array(good, dtype=np.int64)
