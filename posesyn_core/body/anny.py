@@ -132,13 +132,15 @@ class AnnyBody(BodyModel):
 
         # 4. Mesh: quads split; optionally decimated by clustering per body part.
         triangles = quads_to_triangles(m.faces.cpu().numpy())
+        part_bone = self._vertex_parts(names, bone)  # (V,) anchor bone of each vertex
+        bone_joint = {0: 0} | {bone[b]: SMPL22.index(n) for n, (_, rot) in ANNY_TO_SMPL22.items() for b in rot}
+        self.vertex_part = np.array([bone_joint[b] for b in part_bone])
         self._identity_cache: dict[bytes, dict[str, torch.Tensor]] = {}
         self._vertex_indices: list[int] | None = None
         if decimate_cell:
-            keep, triangles = cluster_decimate(
-                m.rest_vertices.cpu().numpy(), triangles, self._vertex_parts(names, bone), decimate_cell
-            )
+            keep, triangles = cluster_decimate(m.rest_vertices.cpu().numpy(), triangles, part_bone, decimate_cell)
             self._vertex_indices = keep.tolist()
+            self.vertex_part = self.vertex_part[keep]
         self.faces = triangles
 
     def _vertex_parts(self, names: list[str], bone: dict[str, int]) -> np.ndarray:

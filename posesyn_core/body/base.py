@@ -127,6 +127,7 @@ class BodyModel(ABC):
     num_pose_params = 3 * NUM_BODY_JOINTS
     num_shape_params: int
     faces: np.ndarray  # (F, 3) int64 triangles over the vertices `forward` returns
+    vertex_part: np.ndarray  # (V,) canonical joint whose rotation moves each vertex (for clothing colours)
 
     def __init__(self, device: str | torch.device = "cpu"):
         self.device = torch.device(device)

@@ -34,6 +34,8 @@ class SmplBody(BodyModel):
             raise ConfigError(f"body.model_path: cannot load SMPL from {path}: {e}") from None
         self.num_shape_params = num_betas
         self.faces = np.asarray(self.model.faces, np.int64)
+        part = self.model.lbs_weights.argmax(-1).cpu().numpy()
+        self.vertex_part = np.where(part >= NUM_JOINTS, part - 2, part)  # SMPL's hand joints 22/23 -> wrists
 
     @property
     def num_vertices(self) -> int:

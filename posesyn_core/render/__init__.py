@@ -1,0 +1,1 @@
+"""CPU rendering of posed body meshes (pyrender + OSMesa) into labelled, person-centred crops."""
