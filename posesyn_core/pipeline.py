@@ -17,8 +17,11 @@ from pydantic import Field, ValidationError, create_model, field_validator, mode
 from posesyn_core.config import Device, StrictModel, format_validation_error, read_yaml
 from posesyn_core.errors import ConfigError
 from posesyn_core.stages import StageSpec
+from posesyn_core.tpe.config import EVALUATE as EVALUATE_SPEC
+from posesyn_core.tpe.config import FINETUNE as FINETUNE_SPEC
+from posesyn_core.tpe.config import TPE_TRAIN as TPE_TRAIN_SPEC
 
-BUILTIN_SPECS: list[StageSpec] = []
+BUILTIN_SPECS: list[StageSpec] = [TPE_TRAIN_SPEC, FINETUNE_SPEC, EVALUATE_SPEC]
 
 STAGES: dict[str, StageSpec] = {}
 
