@@ -16,12 +16,16 @@ from pydantic import Field, ValidationError, create_model, field_validator, mode
 
 from posesyn_core.config import Device, StrictModel, format_validation_error, read_yaml
 from posesyn_core.errors import ConfigError
+from posesyn_core.caption.config import SPEC as CAPTION_SPEC
+from posesyn_core.eem.config import SPEC as EEM_SPEC
+from posesyn_core.motion.config import MOTION_TRAIN_SPEC
+from posesyn_core.msm.config import SPEC as MSM_SPEC
 from posesyn_core.stages import StageSpec
 from posesyn_core.tpe.config import EVALUATE as EVALUATE_SPEC
 from posesyn_core.tpe.config import FINETUNE as FINETUNE_SPEC
 from posesyn_core.tpe.config import TPE_TRAIN as TPE_TRAIN_SPEC
 
-BUILTIN_SPECS: list[StageSpec] = [TPE_TRAIN_SPEC, FINETUNE_SPEC, EVALUATE_SPEC]
+BUILTIN_SPECS: list[StageSpec] = [TPE_TRAIN_SPEC, MOTION_TRAIN_SPEC, EEM_SPEC, CAPTION_SPEC, MSM_SPEC, FINETUNE_SPEC, EVALUATE_SPEC]
 
 STAGES: dict[str, StageSpec] = {}
 

@@ -38,8 +38,8 @@ def mrinit_ablation(
     result: dict = {"num_samples": len(rows), "num_motions": cfg.num_motions, "num_frames": cfg.num_frames,
                     "pseudo_label_mm": float(pa_mpjpe(poses, gt3d).mean()), "variants": {}}  # fmt: skip
     for variant in variants:
-        pipe = MotionSynthesisPipeline(synthesizer, variant, cfg.num_motions, cfg.num_frames, cfg.mrinit_frames,
-                                       cfg.temperature, cfg.top_k, cfg.top_p)  # fmt: skip
+        pipe = MotionSynthesisPipeline(synthesizer, variant, cfg.num_motions, cfg.num_frames, cfg.temperature,
+                                       cfg.top_k, cfg.top_p)  # fmt: skip
         mins, means = [], []
         for bi, start in enumerate(range(0, len(rows), cfg.batch_size)):
             sl = slice(start, start + cfg.batch_size)

@@ -21,8 +21,6 @@ class MsmSection(StageSection):
     )
     num_motions: int = Field(4, ge=1, description="N: motions sampled per challenging sample.")
     num_frames: int = Field(64, ge=4, description="L: frames per motion at 20 fps (a multiple of 4).")
-    mrinit_frames: int = Field(16, ge=4, description="T: frames the pseudo-label is repeated over for MR_init "
-                               "(T/4 VQ indices in the prefix).")  # fmt: skip
     temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
     top_k: int | None = Field(None, ge=1, description="Keep only the k most likely codes per step (None: all).")
     top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling mass (None: off).")
@@ -33,10 +31,9 @@ class MsmSection(StageSection):
     )
 
     @model_validator(mode="after")
-    def _multiples_of_four(self) -> MsmSection:
-        for key in ("num_frames", "mrinit_frames"):
-            if getattr(self, key) % 4:
-                raise ValueError(f"msm.{key}: must be a multiple of 4 (the VQ-VAE downsamples time by 4)")
+    def _multiple_of_four(self) -> MsmSection:
+        if self.num_frames % 4:
+            raise ValueError("msm.num_frames: must be a multiple of 4 (the VQ-VAE downsamples time by 4)")
         return self
 
 

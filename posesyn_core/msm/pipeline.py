@@ -1,11 +1,13 @@
 """Motions around hard poses: pseudo-label -> MR_init -> N sampled token sequences -> joints -> closest frame.
 
-The motion model is passed in (any object with the synthesizer interface of `posesyn_core.motion`):
-    encode_poses(joints (B, 22, 3) world frame, T) -> (B, T // 4) VQ indices of the pose repeated T times
-    sample(texts, mrinit (B, M) | None, max_tokens, temperature, top_k, top_p, seed, num_samples)
-        -> tokens for B * num_samples sequences, prompt-major (row b * num_samples + k)
-    decode(tokens) -> joints (B * num_samples, L, 22, 3) world frame
-so the same pipeline runs a trained mini-world model or the public T2M-GPT weights.
+The motion model is passed in (`posesyn_core.motion.synthesizer.MotionSynthesizer` or anything with its
+interface):
+    encode_poses(joints (B, 22, 3) world frame) -> (B, T // 4) VQ indices of each pose held still for T frames
+        (T = the model's `mrinit_frames`, the length of the transformer's MR_init prefix)
+    sample(texts, mrinit (B, M) | None, max_tokens, temperature, top_k, top_p, seed, stop_on_end) -> B token lists
+    decode(tokens) -> B joint arrays (4 * tokens, 22, 3), HumanML3D's canonical world frame
+so the same pipeline runs a trained mini-world model or the public T2M-GPT weights. Motions have a fixed length
+(the end token is never drawn), which batches them and lets every motion be compared frame by frame.
 """
 
 from __future__ import annotations
@@ -39,11 +41,11 @@ class MotionSynthesisPipeline:
     """Components in the constructor, work in `__call__` (numbered steps), inputs checked first."""
 
     def __init__(self, synthesizer, conditioning: Conditioning = "text+mrinit", num_motions: int = 4,  # noqa: ANN001
-                 num_frames: int = 64, mrinit_frames: int = 16, temperature: float = 1.0, top_k: int | None = None,
+                 num_frames: int = 64, temperature: float = 1.0, top_k: int | None = None,
                  top_p: float | None = None):  # fmt: skip
         self.synthesizer = synthesizer
         self.conditioning, self.num_motions, self.num_frames = conditioning, num_motions, num_frames
-        self.mrinit_frames, self.temperature, self.top_k, self.top_p = mrinit_frames, temperature, top_k, top_p
+        self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
 
     def check_inputs(self, poses_cam: np.ndarray, captions: Sequence[Sequence[str]]) -> None:
         if poses_cam.ndim != 3 or poses_cam.shape[1:] != (22, 3):
@@ -74,17 +76,17 @@ class MotionSynthesisPipeline:
         # 3. MR_init: the pose repeated over T frames, encoded to T/4 VQ indices
         mrinit = None
         if "mrinit" in self.conditioning:
-            mrinit = self.synthesizer.encode_poses(poses.astype(np.float32), self.mrinit_frames)  # (B, T/4)
+            mrinit = self.synthesizer.encode_poses(poses)  # (B, T/4)
 
         # 4. Sample N token sequences per pose: texts repeat prompt-major, like the sampler's rows
         texts = self.texts_for(captions, cycle_captions)
         tokens = self.synthesizer.sample([t for row in texts for t in row],
                                          None if mrinit is None else np.repeat(np.asarray(mrinit), n, 0),
                                          max_tokens=self.num_frames // 4, temperature=self.temperature,
-                                         top_k=self.top_k, top_p=self.top_p, seed=seed, num_samples=1)  # fmt: skip
+                                         top_k=self.top_k, top_p=self.top_p, seed=seed, stop_on_end=False)  # fmt: skip
 
         # 5. Decode to joints (B * N, L, 22, 3) -> (B, N, L, 22, 3)
-        joints = np.asarray(self.synthesizer.decode(tokens), np.float64)
+        joints = np.stack(self.synthesizer.decode(tokens)).astype(np.float64)
         motions = joints.reshape(b, n, *joints.shape[1:])
 
         # 6. The frame of each motion closest to its hard pose (shape only: PA-MPJPE)

@@ -34,13 +34,13 @@ def load_inputs(ctx: StageContext) -> tuple[list[dict], dict[str, list[str]]]:
 
 
 def build_pipeline(ctx: StageContext) -> MotionSynthesisPipeline:
-    from posesyn_core.motion import load_motion_model
+    from posesyn_core.motion.synthesizer import load_motion_model
 
     cfg = ctx.config
     store, prefix = (open_store(cfg.model), "") if "://" in cfg.model else (ctx.store, cfg.model)
     synthesizer = load_motion_model(store, prefix=prefix, device=ctx.device)
-    return MotionSynthesisPipeline(synthesizer, cfg.conditioning, cfg.num_motions, cfg.num_frames, cfg.mrinit_frames,
-                                   cfg.temperature, cfg.top_k, cfg.top_p)  # fmt: skip
+    return MotionSynthesisPipeline(synthesizer, cfg.conditioning, cfg.num_motions, cfg.num_frames, cfg.temperature,
+                                   cfg.top_k, cfg.top_p)  # fmt: skip
 
 
 def synthesize_chunk(ctx: StageContext, pipe: MotionSynthesisPipeline, rows: list[dict],

@@ -43,7 +43,7 @@ def make_dataset(store, prefix: str = "world/wild2d", n: int = N, bad: bool = Tr
 def save_tpe(store, key: str = "tpe-train/model.pt") -> None:  # noqa: ANN001
     """A tiny randomly initialized TPE checkpoint (seed 0)."""
     torch.manual_seed(0)
-    save_torch(store, key, checkpoint_dict(TPE(TPEConfig(img_size=32, widths=(4, 8), head_dim=16)), torch_version=str(torch.__version__)))
+    save_torch(store, key, checkpoint_dict(TPE(TPEConfig(img_size=32, widths=(4, 8), head_dim=16))))
 
 
 def run_config(root: Path, **eem):  # noqa: ANN003, ANN201

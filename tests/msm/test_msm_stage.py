@@ -1,0 +1,141 @@
+"""The msm stage and the MR_init ablation with a tiny randomly initialized motion model (real components)."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from posesyn_core.data.motions import read_motions
+from posesyn_core.errors import ConfigError
+from posesyn_core.geometry import WORLD_TO_CAMERA_AXES
+from posesyn_core.motion.representation import FEATURE_DIM, Normalizer
+from posesyn_core.motion.synthesizer import MotionSynthesizer
+from posesyn_core.motion.t2m_gpt import T2MGPT, T2MGPTConfig
+from posesyn_core.motion.text import TextEncoderSpec, load_text_encoder
+from posesyn_core.motion.vqvae import MotionVQVAE, VQVAEConfig
+from posesyn_core.msm.ablation import mrinit_ablation
+from posesyn_core.msm.config import MsmSection
+from posesyn_core.msm.pipeline import MotionSynthesisPipeline
+from posesyn_core.pipeline import RunConfig
+from posesyn_core.stages import execute_stage
+from posesyn_core.storage import open_store
+
+MRINIT_FRAMES = 16
+
+
+def get_dummy_components() -> dict:
+    """Seed 0, tiny widths, 1 layer; the codebook is random (not zeros) so different tokens decode differently."""
+    torch.manual_seed(0)
+    vqvae = MotionVQVAE(VQVAEConfig(nb_code=16, code_dim=16, width=16, depth=1))
+    vqvae.quantizer.codebook.normal_()
+    vqvae.quantizer.init = True
+    gpt = T2MGPT(T2MGPTConfig(num_vq=16, embed_dim=32, clip_dim=384, block_size=24, num_layers=1, n_head=2,
+                              mrinit_len=MRINIT_FRAMES // 4))  # fmt: skip
+    rng = np.random.default_rng(0)
+    normalizer = Normalizer(rng.normal(0, 0.01, FEATURE_DIM).astype(np.float32), np.full(FEATURE_DIM, 0.05, np.float32))
+    return {"vqvae": vqvae, "gpt": gpt, "normalizer": normalizer}
+
+
+def save_motion_model(store, prefix: str, c: dict) -> None:  # noqa: ANN001
+    """In the layout `load_motion_model` reads (motion-train's vqvae.pt + t2m_gpt.pt)."""
+    for name, ckpt in (
+        ("vqvae.pt", {**c["vqvae"].checkpoint(), "normalizer": {k: torch.from_numpy(v) for k, v in
+                                                                c["normalizer"].to_dict().items()}}),
+        ("t2m_gpt.pt", {**c["gpt"].checkpoint(), "text_encoder": asdict(TextEncoderSpec()),
+                        "mrinit_frames": MRINIT_FRAMES}),
+    ):  # fmt: skip
+        buf = io.BytesIO()
+        torch.save(ckpt, buf)
+        store.write_bytes(f"{prefix}/{name}", buf.getvalue())
+
+
+def hard_rows(n: int) -> list[dict]:
+    """n challenging rows with camera-frame pseudo-labels (poses of a synthetic moving skeleton)."""
+    from tests.motion.synthetic import synthetic_motion
+
+    rows = []
+    for i in range(n):
+        pose = synthetic_motion(frames=24, seed=i)[10 + i % 10]
+        cam = (pose - pose[0]) @ WORLD_TO_CAMERA_AXES.T
+        rows.append({"id": f"s{i:03d}", "index": i, "joints3d": cam.tolist(), "family": "cartwheel"})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def components() -> dict:
+    c = get_dummy_components()
+    c["text_encoder"] = load_text_encoder(TextEncoderSpec())
+    return c
+
+
+def synthesizer(c: dict) -> MotionSynthesizer:
+    return MotionSynthesizer(c["vqvae"], c["gpt"], c["normalizer"], c["text_encoder"], MRINIT_FRAMES)
+
+
+def test_pipeline_shapes_determinism_and_conditioning(components: dict) -> None:
+    rows = hard_rows(3)
+    poses = np.array([r["joints3d"] for r in rows])
+    caps = [["a person does a cartwheel", "someone flips sideways"]] * 3
+    pipe = MotionSynthesisPipeline(synthesizer(components), "text+mrinit", num_motions=2, num_frames=16)
+    out = pipe(poses, caps, seed=3)
+    assert out.motions.shape == (3, 2, 16, 22, 3) and np.isfinite(out.motions).all()
+    assert out.texts[0] == ["a person does a cartwheel", "someone flips sideways"]
+    assert ((out.best_frame >= 0) & (out.best_frame < 16)).all() and (out.best_pa_mpjpe > 0).all()
+    again = pipe(poses, caps, seed=3)
+    np.testing.assert_array_equal(out.motions, again.motions)
+    assert not np.allclose(out.motions[0, 0], out.motions[0, 1])  # N different motions
+    mr_only = MotionSynthesisPipeline(synthesizer(components), "mrinit", num_motions=2, num_frames=16)
+    assert mr_only(poses, [[]] * 3, seed=3).texts[0] == ["", ""]
+    with pytest.raises(ValueError, match="caption"):
+        pipe(poses, [[]] * 3, seed=0)
+    with pytest.raises(ValueError, match="non-finite"):
+        pipe(poses * np.nan, caps, seed=0)
+
+
+def test_msm_stage_sharded(tmp_path: Path, components: dict) -> None:
+    store = open_store(tmp_path.as_uri())
+    save_motion_model(store, "motion-train", components)
+    rows = hard_rows(5)
+    rows[2]["joints3d"] = [[0.0, 0.0, 0.0]]  # broken pseudo-label: quarantined
+    store.write_jsonl("eem/challenging.jsonl", rows)
+    store.write_jsonl("caption/captions.jsonl", [{"id": r["id"], "captions": [f"a person moves {r['id']}"]}
+                                                 for r in rows])  # fmt: skip
+    section = {"num_motions": 2, "num_frames": 16, "chunk_size": 2, "batch_size": 2, "shards": 2}
+    run = RunConfig.model_validate({"name": "t", "root": tmp_path.as_uri(), "stages": ["msm"], "device": "cpu",
+                                    "max_bad_fraction": 0.4, "msm": section})  # fmt: skip
+    result = execute_stage(run, "msm")
+    assert result.manifest["rejected"] == 1 and result.manifest["counts"]["motions"] == 8
+    clips = read_motions(store, "msm/motions")
+    assert [c.id for c in clips] == ["s000-m0", "s000-m1", "s001-m0", "s001-m1", "s003-m0", "s003-m1", "s004-m0",
+                                     "s004-m1"]  # fmt: skip
+    c = clips[0]
+    assert c.joints.shape == (16, 22, 3) and c.texts == ["a person moves s000"] and c.family == "cartwheel"
+    assert c.meta["source_id"] == "s000" and 0 <= c.meta["best_frame"] < 16 and c.meta["conditioning"] == "text+mrinit"
+    summary = store.read_json("msm/summary.json")
+    assert summary["hard_poses"] == 4 and summary["motions"] == 8
+    first = store.read_bytes("msm/motions/parts/part-00000.npz")
+    run1 = run.model_copy(update={"msm": MsmSection(**{**section, "shards": 1})})
+    execute_stage(run1, "msm", force=True)
+    assert store.read_bytes("msm/motions/parts/part-00000.npz") == first  # same motions whatever the sharding
+
+    store.delete("caption/captions.jsonl")
+    with pytest.raises(ConfigError, match="needs captions"):
+        execute_stage(run1, "msm", force=True)
+
+
+def test_mrinit_ablation_reports_both_variants(components: dict) -> None:
+    rows = hard_rows(4)
+    gt = np.array([r["joints3d"] for r in rows]) + 0.01
+    caps = {r["id"]: ["a person does a cartwheel"] for r in rows}
+    result = mrinit_ablation(synthesizer(components), rows, caps, gt, MsmSection(num_motions=2, num_frames=16,
+                                                                                batch_size=3))  # fmt: skip
+    assert set(result["variants"]) == {"text+mrinit", "text"} and result["num_samples"] == 4
+    for v in result["variants"].values():
+        assert v["min_mm"] <= v["mean_mm"] and len(v["per_sample_min_mm"]) == 4
+    assert result["pseudo_label_mm"] < 1e-3 + 10  # pseudo-label = GT shifted by 1 cm: PA removes it
+    assert "min_improvement" in result
