@@ -67,3 +67,19 @@ def format_table(result: dict) -> str:
         lines.append(f"\ntext+mrinit vs text: min {result['min_improvement']:+.1%}, "
                      f"mean {result['mean_improvement']:+.1%} over {result['num_samples']} hard samples")  # fmt: skip
     return "\n".join(lines)
+
+
+def ablation_for_run(store, cfg: MsmSection, hidden: dict[str, np.ndarray], device: str = "cpu",  # noqa: ANN001
+                     limit: int | None = None, seed: int = 0) -> dict:  # fmt: skip
+    """The ablation on a completed run: its challenging set (eem), captions (caption), motion model (cfg.model) and
+    the hidden GT of each sample ({id: (22, 3)}, e.g. `eem.evaluate.load_hidden3d`); the first `limit` rows."""
+    from posesyn_core.motion.synthesizer import load_motion_model
+    from posesyn_core.storage import open_store
+
+    captions = {r["id"]: r["captions"] for r in store.read_jsonl("caption/captions.jsonl")}
+    rows = [r for r in store.read_jsonl("eem/challenging.jsonl") if r["id"] in hidden and captions.get(r["id"])]
+    rows = rows[:limit]
+    model_store, prefix = (open_store(cfg.model), "") if "://" in cfg.model else (store, cfg.model)
+    synthesizer = load_motion_model(model_store, prefix=prefix, device=device)
+    gt = np.stack([hidden[r["id"]] for r in rows])
+    return mrinit_ablation(synthesizer, rows, captions, gt, cfg, seed=seed)

@@ -95,3 +95,18 @@ def test_random_selection_has_the_same_budget(world: Path) -> None:
     store = open_store(world.as_uri())
     hard = store.read_jsonl("eem/challenging.jsonl")
     assert len(hard) == 5 and store.read_json("eem/summary.json")["selection"] == "random"
+
+
+def test_hard_set_report_against_hidden_truth(world: Path) -> None:
+    from posesyn_core.eem.evaluate import format_report, hard_set_report, load_hidden3d
+
+    execute_stage(run_config(world, shards=2), "eem")
+    store = open_store(world.as_uri())
+    rng = np.random.default_rng(0)
+    ids = np.array([f"s{i:03d}" for i in range(N)])
+    store.save_npz("world/wild2d_hidden3d.npz", ids=ids, joints3d=rng.normal(0, 0.3, (N, 22, 3)).astype(np.float32))
+    report = hard_set_report(store, load_hidden3d(store, "world/wild2d_hidden3d.npz"))
+    assert report["all"]["samples"] == N - 4 and report["challenging"]["samples"] == 5
+    assert sum(v["count"] for v in report["all"]["families"].values()) == N - 4
+    assert report["all"]["mpjpe_mm"] > report["all"]["pa_mpjpe_mm"] > 0
+    assert "| challenging (eem) | 5 |" in format_report(report)
