@@ -17,6 +17,7 @@ from posesyn_core.data.import2d import ImportOptions
 from posesyn_core.data.mpii import import_mpii
 from posesyn_core.errors import DataError
 from posesyn_core.storage import open_store
+from tests.conftest import invoke_assert_code
 
 
 def _write_image(path: Path, h: int, w: int, gray: bool = False, value: int = 0) -> np.ndarray:
@@ -160,6 +161,7 @@ def test_too_many_bad_annotations_fail_with_exit_code(coco_dir: Path, tmp_path: 
     store = open_store(str(tmp_path / "out"))
     with pytest.raises(DataError, match="quarantined"):
         import_coco(coco_dir / "img" / "person_keypoints.json", coco_dir / "img", store, "c", max_bad_fraction=0.1)
-    result = CliRunner().invoke(data_group, ["import", "coco", str(coco_dir / "img" / "person_keypoints.json"),
-                                             str(tmp_path / "o2"), "--max-bad-fraction", "0.1"])  # fmt: skip
-    assert isinstance(result.exception, DataError) and result.exception.exit_code == 3
+    invoke_assert_code(["data", "import", "coco", str(coco_dir / "img" / "person_keypoints.json"), str(tmp_path / "o2"),
+                        "--max-bad-fraction", "0.1"], ret_code=3)  # fmt: skip
+    invoke_assert_code(["data", "import", "coco", str(coco_dir / "img" / "person_keypoints.json"), str(tmp_path / "o3"),
+                        "--max-bad-fraction", "1"], output_contains="3 samples written")  # fmt: skip
