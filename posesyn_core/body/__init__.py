@@ -15,7 +15,9 @@ from posesyn_core.body.base import (
     NUM_BODY_JOINTS,
     BodyModel,
     BodyOutput,
+    RestSkeleton,
     clamp_to_limits,
+    skeleton_fk,
 )
 from posesyn_core.errors import ConfigError
 
@@ -44,5 +46,5 @@ def load_body_model(
     raise ConfigError(f"unknown body model {kind!r}; known: {list(BODY_MODELS)}")
 
 
-__all__ = ["BODY_MODELS", "JOINT_LIMITS", "NUM_BODY_JOINTS", "BodyModel", "BodyOutput", "clamp_to_limits",
-           "load_body_model"]  # fmt: skip
+__all__ = ["BODY_MODELS", "JOINT_LIMITS", "NUM_BODY_JOINTS", "BodyModel", "BodyOutput", "RestSkeleton",
+           "clamp_to_limits", "load_body_model", "skeleton_fk"]  # fmt: skip

@@ -31,7 +31,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from posesyn_core.body.base import BodyModel, cluster_decimate, quads_to_triangles
+from posesyn_core.body.base import BodyModel, RestSkeleton, cluster_decimate, quads_to_triangles
 from posesyn_core.body.rotations import axis_angle_to_matrix
 from posesyn_core.errors import ConfigError
 from posesyn_core.skeleton import SMPL22
@@ -40,7 +40,7 @@ from posesyn_core.skeleton import SMPL22
 _C = torch.tensor([[1.0, 0, 0], [0, 0, 1], [0, -1, 0]])
 
 # Canonical joint -> (position bones with weights, rotated bones).
-_TOES = tuple(f"toe{k}-1" for k in range(1, 6))
+_TOES = ("toe2-1", "toe1-1", "toe3-1", "toe4-1", "toe5-1")  # toe2-1 first: the foot joint's rotation centre
 _MAP: dict[str, tuple[dict[str, float], tuple[str, ...]]] = {
     "pelvis": ({"upperleg01.L": 0.25, "upperleg01.R": 0.25, "spine04": 0.5}, ()),
     "spine1": ({"spine03": 1.0}, ("spine03",)),
@@ -104,21 +104,19 @@ class AnnyBody(BodyModel):
         self._body0 = tpose["body_pose"][0].to(self.device)  # (64, 3, 3)
         self._head0 = tpose["head_pose"][0].to(self.device)  # (60, 3, 3)
         self._hand0 = tpose["hand_pose"][0].to(self.device)  # (38, 3, 3)
-        shape0 = self.default_shape(1)
-        rest = m.forward_skeleton(tpose["body_pose"], tpose["head_pose"], tpose["hand_pose"], shape=shape0)[0]
-        c = _C.to(self.device)
 
-        # 2. Per rotated bone: which canonical joint drives it, its control slot, and M = C @ B.
-        slots, joints, frames = [], [], []
+        # 2. Per rotated bone: which canonical joint drives it and its control slot. Its frame M = C @ B (B: the
+        # bone's global T-pose orientation) depends on the body shape: see `_frames`.
+        slots, joints, rotated = [], [], []
         for j, name in enumerate(SMPL22[1:]):
             for b in ANNY_TO_SMPL22[name][1]:
                 i = bone[b]
                 slots.append(("body", body_index[i]) if i in body_index else ("head", head_index[i]))
                 joints.append(j)
-                frames.append(c @ rest[i, :3, :3])
-        self._slots = slots
+                rotated.append(i)
         self._slot_joint = torch.tensor(joints, device=self.device)
-        self._frames = torch.stack(frames)  # (R, 3, 3)
+        self._rotated_bones = torch.tensor(rotated, device=self.device)
+        self._frame_cache: dict[bytes, torch.Tensor] = {}
         self._body_slots = torch.tensor([k for (g, k) in slots if g == "body"], device=self.device)
         self._head_slots = torch.tensor([k for (g, k) in slots if g == "head"], device=self.device)
         self._is_body = torch.tensor([g == "body" for g, _ in slots], device=self.device)
@@ -129,6 +127,8 @@ class AnnyBody(BodyModel):
             for b, w in ANNY_TO_SMPL22[name][0].items():
                 reg[j, bone[b]] = w
         self._regressor = reg.to(self.device)
+        # Rotation centre of each canonical joint: the head of its (first) rotated bone; the pelvis: itself.
+        self._centre_bones = [bone[ANNY_TO_SMPL22[n][1][0]] if ANNY_TO_SMPL22[n][1] else -1 for n in SMPL22]
 
         # 4. Mesh: quads split; optionally decimated by clustering per body part.
         triangles = quads_to_triangles(m.faces.cpu().numpy())
@@ -167,6 +167,17 @@ class AnnyBody(BodyModel):
         lo, hi = SHAPE_RANGES[:, 0], SHAPE_RANGES[:, 1]
         return (lo + (hi - lo) * rng.random((n, self.num_shape_params))).astype(np.float32)
 
+    def rest_skeleton(self, shape: torch.Tensor | None = None) -> RestSkeleton:
+        b = 1 if shape is None else len(shape)
+        shape = self.default_shape(b) if shape is None else torch.as_tensor(shape, dtype=torch.float32,
+                                                                            device=self.device)  # fmt: skip
+        body, head, hands = self._local_pose(self.rest_pose(b), shape)
+        heads = self.model.forward_skeleton(body, head, hands, shape=shape)[..., :3, 3] @ _C.to(self.device).T
+        joints = self._regressor @ heads  # (B, 22, 3)
+        centers = torch.stack([heads[:, i] if i >= 0 else joints[:, 0] for i in self._centre_bones], 1)
+        pelvis = joints[:, :1]
+        return RestSkeleton(centers - pelvis, joints - centers)
+
     def _identities(self, shape: torch.Tensor) -> dict[str, torch.Tensor]:
         """ANNY's shape-dependent rest state (blendshapes over the full mesh: the costly part of a forward),
         cached per distinct shape so a batch of a few subjects in many poses pays it once per subject."""
@@ -181,11 +192,34 @@ class AnnyBody(BodyModel):
             rows.append(self._identity_cache[key])
         return {k: torch.stack([r[k] for r in rows])[inverse] for k in rows[0]}
 
-    def _local_pose(self, body_pose: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _tpose_frames(self, shape: torch.Tensor) -> torch.Tensor:
+        """(B, R, 3, 3) frames M = C @ B of the rotated bones for each shape (cached per distinct shape)."""
+        def tpose_frames(shapes: torch.Tensor) -> torch.Tensor:
+            n = len(shapes)
+            tpose = (t.expand(n, -1, -1, -1) for t in (self._body0, self._head0, self._hand0))
+            rest = self.model.forward_skeleton(*tpose, shape=shapes)[:, self._rotated_bones, :3, :3]
+            return _C.to(self.device) @ rest
+
+        if shape.requires_grad:
+            return tpose_frames(shape)
+        uniq, inverse = torch.unique(shape, dim=0, return_inverse=True)
+        keys = [row.cpu().numpy().tobytes() for row in uniq]
+        missing = [k for k, key in enumerate(keys) if key not in self._frame_cache]
+        if missing:
+            if len(self._frame_cache) > 4096:
+                self._frame_cache.clear()
+            for k, f in zip(missing, tpose_frames(uniq[missing]), strict=True):
+                self._frame_cache[keys[k]] = f
+        return torch.stack([self._frame_cache[key] for key in keys])[inverse]
+
+    def _local_pose(
+        self, body_pose: torch.Tensor, shape: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(B, 21, 3) world-aligned axis-angle -> ANNY's local rotmats (body (B,64,3,3), head, hands)."""
         b = body_pose.shape[0]
         rot = axis_angle_to_matrix(body_pose)[:, self._slot_joint]  # (B, R, 3, 3)
-        local = self._frames.transpose(-1, -2) @ rot @ self._frames  # M^T R M
+        frames = self._tpose_frames(shape)
+        local = frames.transpose(-1, -2) @ rot @ frames  # M^T R M
         body = self._body0.expand(b, -1, -1, -1).clone()
         head = self._head0.expand(b, -1, -1, -1).clone()
         body[:, self._body_slots] = body[:, self._body_slots] @ local[:, self._is_body]
@@ -198,7 +232,7 @@ class AnnyBody(BodyModel):
         b = body_pose.shape[0]
         shape = self.default_shape(b) if shape is None else torch.as_tensor(shape, dtype=torch.float32,
                                                                             device=self.device)  # fmt: skip
-        body, head, hands = self._local_pose(body_pose)
+        body, head, hands = self._local_pose(body_pose, shape)
         c = _C.to(self.device)
         # The skeleton alone is cheap from raw shapes; a mesh reuses cached per-subject identities.
         cached = vertices and not shape.requires_grad

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from posesyn_core.skeleton import NUM_JOINTS, SMPL22
+from posesyn_core.skeleton import NUM_JOINTS, PARENTS, SMPL22
 
 NUM_BODY_JOINTS = NUM_JOINTS - 1  # pose parameters cover every joint but the root (global_orient)
 
@@ -64,6 +64,47 @@ def clamp_to_limits(body_pose: torch.Tensor | np.ndarray) -> torch.Tensor | np.n
         return np.clip(body_pose, JOINT_LIMITS[..., 0], JOINT_LIMITS[..., 1])
     lim = torch.as_tensor(JOINT_LIMITS, dtype=body_pose.dtype, device=body_pose.device)
     return torch.minimum(torch.maximum(body_pose, lim[..., 0]), lim[..., 1])
+
+
+@dataclass
+class RestSkeleton:
+    """A subject's canonical skeleton at rest (T-pose, pelvis at the origin), enough to pose its 22 joints
+    without the mesh: joint i rotates about `centers[i]`, and sits at `offsets[i]` from it in its own rotated
+    frame (zero for most joints; ANNY's collar and head joints are averages of bones they rotate)."""
+
+    centers: torch.Tensor  # (B, 22, 3)
+    offsets: torch.Tensor  # (B, 22, 3)
+
+
+def skeleton_fk(
+    skeleton: RestSkeleton,
+    body_pose: torch.Tensor,
+    global_orient: torch.Tensor | None = None,
+    transl: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Forward kinematics of the 22 canonical joints: (B, 21, 3) pose -> (B, 22, 3) world joints. Equal to
+    `BodyModel.forward(..., vertices=False).joints` for the skeleton's shape, at a fraction of the cost
+    (used for motion clips and IK). `skeleton` tensors broadcast against the pose batch."""
+    from posesyn_core.body.rotations import axis_angle_to_matrix
+
+    rots = axis_angle_to_matrix(_as_pose(body_pose))  # (B, 21, 3, 3)
+    b = rots.shape[0]
+    root = torch.eye(3, dtype=rots.dtype, device=rots.device).expand(b, 3, 3)
+    if global_orient is not None:
+        root = axis_angle_to_matrix(torch.as_tensor(global_orient, dtype=rots.dtype, device=rots.device))
+    centers = skeleton.centers.expand(b, -1, -1)
+    offsets = skeleton.offsets.expand(b, -1, -1)
+    frames = [root]  # accumulated rotation A_i of each joint's segment
+    pos = [centers[:, 0] * 0]  # rotation centres in the world (pelvis at the origin before transl)
+    for i in range(1, NUM_JOINTS):
+        p = PARENTS[i]
+        pos.append(pos[p] + (frames[p] @ (centers[:, i] - centers[:, p])[..., None])[..., 0])
+        frames.append(frames[p] @ rots[:, i - 1])
+    a = torch.stack(frames, 1)  # (B, 22, 3, 3)
+    joints = torch.stack(pos, 1) + (a @ offsets[..., None])[..., 0]
+    if transl is not None:
+        joints = joints + torch.as_tensor(transl, dtype=joints.dtype, device=joints.device)[:, None]
+    return joints
 
 
 @dataclass
@@ -169,6 +210,12 @@ class BodyModel(ABC):
         return BodyOutput(joints, verts)
 
     __call__ = forward
+
+    def rest_skeleton(self, shape: torch.Tensor | None = None) -> RestSkeleton:
+        """The subjects' rest skeletons (for `skeleton_fk`); models whose joints are their rotation centres
+        (SMPL) have zero offsets."""
+        joints, _ = self._forward_local(self.rest_pose(1 if shape is None else len(shape)), shape, False)
+        return RestSkeleton(joints, torch.zeros_like(joints))
 
     def rest_pose(self, batch: int = 1) -> torch.Tensor:
         """(B, 21, 3) zero pose (T-pose)."""

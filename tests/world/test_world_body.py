@@ -104,3 +104,14 @@ def test_smpl_needs_model_files(tmp_path):
         load_body_model("smpl", tmp_path / "missing.pkl")
     with pytest.raises(ConfigError, match="unknown body model"):
         load_body_model("mano")
+
+
+def test_skeleton_fk_equals_the_body_model(anny):
+    from posesyn_core.body import skeleton_fk
+
+    g = torch.Generator().manual_seed(2)
+    shapes = torch.as_tensor(anny.random_shapes(np.random.default_rng(2), 4))
+    pose, orient, transl = 0.5 * torch.randn(4, 21, 3, generator=g), torch.randn(4, 3, generator=g), torch.randn(4, 3)
+    full = anny(pose, shapes, orient, transl, vertices=False).joints
+    fast = skeleton_fk(anny.rest_skeleton(shapes), pose, orient, transl)
+    assert (full - fast).norm(dim=-1).max() < 1e-4
