@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -375,8 +376,8 @@ class StageJob:
 
 
 def job_stage_order(job: StageJob, order: list[str]) -> tuple[int, int, str]:
-    """Sort key: the pipeline order given, then the chart's stage-index label, then the name."""
-    return (order.index(job.stage) if job.stage in order else len(order), job.index, job.name)
+    """Sort key: the release's own order (the chart's stage-index), then the pipeline order, then the name."""
+    return (job.index, order.index(job.stage) if job.stage in order else len(order), job.name)
 
 
 # --- API access ------------------------------------------------------------------------------------------------
@@ -410,8 +411,9 @@ class Kube:
             default_ns = open("/var/run/secrets/kubernetes.io/serviceaccount/namespace").read().strip()
         except (config.ConfigException, OSError):
             try:
-                config.load_kube_config(context=context)
-                _, active = config.list_kube_config_contexts()
+                path = os.environ.get("KUBECONFIG") or None  # read now: the client reads it once, at import
+                config.load_kube_config(config_file=path, context=context)
+                _, active = config.list_kube_config_contexts(config_file=path)
                 default_ns = (active or {}).get("context", {}).get("namespace") or "default"
             except (config.ConfigException, OSError) as e:
                 raise KubeError(f"no Kubernetes access: not in a pod and no usable kubeconfig ({e})") from None
@@ -475,8 +477,14 @@ class Kube:
                           label_selector=selector).get("items") or []
 
     def pod_events(self, pod: str) -> list[dict]:
-        return self._call(f"list events of {pod}", self.core.list_namespaced_event, self.namespace,
-                          field_selector=f"involvedObject.name={pod}").get("items") or []
+        """A pod's events; empty when we may not read events (the PodScheduled condition says nearly as much)."""
+        try:
+            return self._call(f"list events of {pod}", self.core.list_namespaced_event, self.namespace,
+                              field_selector=f"involvedObject.name={pod}").get("items") or []
+        except KubeError as e:
+            if e.status != 403:
+                raise
+            return []
 
     def pod_log(self, pod: str, tail_lines: int | None = None) -> str:
         def once() -> str:
@@ -510,6 +518,10 @@ class Kube:
         items = self._call("list configmaps", self.core.list_namespaced_config_map, self.namespace,
                            label_selector=selector).get("items") or []
         return items[0] if items else None
+
+    def create_configmap(self, name: str, labels: dict[str, str], data: dict[str, str]) -> dict:
+        body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "labels": labels}, "data": data}
+        return self._call(f"create configmap {name}", self.core.create_namespaced_config_map, self.namespace, body)
 
     def get_configmap(self, name: str) -> dict:
         return self._call(f"get configmap {name}", self.core.read_namespaced_config_map, name, self.namespace)

@@ -24,12 +24,14 @@ import time
 from dataclasses import dataclass
 
 from posesyn_core.launch.kube import (
+    COMPONENT,
     GONE,
     INSTANCE,
     JOB_NAME,
     KUEUE_QUEUE,
     QUEUE_ANNOTATION,
     STAGE,
+    STATUS,
     TRANSIENT_HTTP,
     Kube,
     KubeError,
@@ -148,9 +150,21 @@ class Sequencer:
             raise RunStopped(job.status)
         self.record(stage, "Succeeded", job.status, finished=now_rfc3339())
 
+    def ensure_status_configmap(self) -> dict[str, str]:
+        """The status recorded so far; creates the (empty) status ConfigMap on the sequencer's first start."""
+        try:
+            return self.status_data()
+        except KubeError as e:
+            if e.status != 404:
+                raise
+        labels = {INSTANCE: self.release, COMPONENT: STATUS, "app.kubernetes.io/name": "posesyn",
+                  "app.kubernetes.io/managed-by": "posesyn-sequencer"}
+        self.kube.create_configmap(self.status_configmap, labels, {})
+        return {}
+
     def run(self) -> int:
         """Sequence every stage; returns the process exit code."""
-        recorded = self.status_data()
+        recorded = self.ensure_status_configmap()
         if recorded.get("run.state") == "Cancelled":
             log.info("run is cancelled: nothing to do (posesyn resume restarts it)")
             return EXIT_RUN_FAILED

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from kube_fake_api import FakeKubeAPI, JobController, job_manifest
+from kube_fake_api import FakeKubeAPI, JobController, job_manifest, now
 
 from posesyn_core.launch.kube import Kube
 
@@ -43,16 +43,15 @@ current-context: fake
 
 
 def install_release(api: FakeKubeAPI, stages: list[str] = STAGES, shards: dict[str, int] | None = None) -> None:
-    """What `helm install` leaves behind: suspended stage Jobs, the status ConfigMap, a sequencer Job."""
+    """What `helm install` leaves behind: suspended stage Jobs and a sequencer Job (the sequencer creates the
+    status ConfigMap)."""
     for i, stage in enumerate(stages):
         api.put("jobs", job_manifest(RELEASE, stage, i, completions=(shards or {}).get(stage, 1)))
-    labels = {"app.kubernetes.io/instance": RELEASE, "app.kubernetes.io/component": "status"}
-    api.put("configmaps", {"metadata": {"name": f"{RELEASE}-status", "labels": labels}, "data": {}})
     seq_labels = {"app.kubernetes.io/instance": RELEASE, "app.kubernetes.io/component": "sequencer"}
     api.put("jobs", {"metadata": {"name": f"{RELEASE}-sequencer", "labels": seq_labels},
                      "spec": {"template": {"metadata": {"labels": dict(seq_labels)}, "spec": {
                          "restartPolicy": "Never", "containers": [{"name": "sequencer", "image": "posesyn"}]}}},
-                     "status": {"active": 1, "startTime": "2026-01-01T00:00:00Z"}})
+                     "status": {"active": 1, "startTime": now()}})
 
 
 @pytest.fixture
@@ -64,3 +63,20 @@ def release(api):
 @pytest.fixture
 def controller(api):
     return JobController(api)
+
+
+def invoke(args: list[str], code: int = 0):
+    """Run launch commands as the `posesyn` group runs them (errors -> one line + exit code); assert the code."""
+    import traceback
+
+    from click.testing import CliRunner
+
+    from posesyn_core.cli import PosesynGroup
+    from posesyn_core.launch.commands import LAUNCH_COMMANDS
+
+    group = PosesynGroup("posesyn", commands={c.name: c for c in LAUNCH_COMMANDS})
+    result = CliRunner().invoke(group, args)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise AssertionError("".join(traceback.format_exception(result.exception))) from result.exception
+    assert result.exit_code == code, f"exit {result.exit_code} != {code}\n{result.output}"
+    return result

@@ -434,8 +434,8 @@ class JobController:
 
     def pod(self, job: str, stage: str, shard: int, attempt: int) -> str:
         name = f"{job}-{shard}-{attempt}"
-        labels = {"batch.kubernetes.io/job-name": job, "job-name": job, "app.kubernetes.io/instance":
-                  job.rsplit("-", 1)[0], "posesyn.ai/stage": stage}
+        job_labels = self.api.get("jobs", job)["spec"]["template"]["metadata"]["labels"]
+        labels = {**job_labels, "batch.kubernetes.io/job-name": job, "job-name": job}
         self.api.put("pods", {"metadata": {"name": name, "labels": labels, "annotations": {
             "batch.kubernetes.io/job-completion-index": str(shard)}},
             "spec": {"containers": [{"name": "stage", "image": f"posesyn-{stage}:0.1.0",
@@ -493,6 +493,7 @@ class JobController:
         for pod in pods:
             self.api.logs[pod] = [f"{stage} shard {pod} starting"]
             self.set_pod(pod, "Running", {"running": {"startedAt": now()}})
+        self.api.update("jobs", job, lambda j: j["status"].update(ready=len(pods)))  # as the Job controller does
         if outcome == "hold":
             self.held.setdefault(stage, threading.Event()).wait(30)
         for i, pod in enumerate(pods):

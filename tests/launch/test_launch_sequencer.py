@@ -23,7 +23,7 @@ def sequencer(kube, **kw) -> Sequencer:
 
 
 def status(api) -> dict:
-    return api.get("configmaps", f"{RELEASE}-status")["data"]
+    return (api.get("configmaps", f"{RELEASE}-status") or {}).get("data") or {}
 
 
 def wait_for(predicate, timeout: float = 10.0) -> None:
