@@ -20,12 +20,16 @@ from posesyn_core.caption.config import SPEC as CAPTION_SPEC
 from posesyn_core.eem.config import SPEC as EEM_SPEC
 from posesyn_core.motion.config import MOTION_TRAIN_SPEC
 from posesyn_core.msm.config import SPEC as MSM_SPEC
+from posesyn_core.retarget.config import SPEC as RETARGET_SPEC
+from posesyn_core.animate.config import SPEC as ANIMATE_SPEC
+from posesyn_core.filter.config import SPEC as FILTER_SPEC
 from posesyn_core.stages import StageSpec
 from posesyn_core.tpe.config import EVALUATE as EVALUATE_SPEC
 from posesyn_core.tpe.config import FINETUNE as FINETUNE_SPEC
 from posesyn_core.tpe.config import TPE_TRAIN as TPE_TRAIN_SPEC
 
-BUILTIN_SPECS: list[StageSpec] = [TPE_TRAIN_SPEC, MOTION_TRAIN_SPEC, EEM_SPEC, CAPTION_SPEC, MSM_SPEC, FINETUNE_SPEC, EVALUATE_SPEC]
+BUILTIN_SPECS: list[StageSpec] = [TPE_TRAIN_SPEC, MOTION_TRAIN_SPEC, EEM_SPEC, CAPTION_SPEC, MSM_SPEC, RETARGET_SPEC,
+                                  ANIMATE_SPEC, FILTER_SPEC, FINETUNE_SPEC, EVALUATE_SPEC]
 
 STAGES: dict[str, StageSpec] = {}
 

@@ -14,6 +14,9 @@ class RenderBackend(StrictModel):
     """The offline backend: the fitted body mesh rendered into the reference image with pyrender (OSMesa)."""
 
     workers: int = Field(2, ge=1, description="Render processes (each loads the body model and a renderer once).")
+    decimate_cell: float | None = Field(
+        0.02, gt=0, description="Mesh decimation cell (metres) for small images; None renders the full mesh."
+    )
     light_intensity: tuple[float, float] = Field((2.0, 6.0), description="Range of the key light's intensity.")
     ambient: tuple[float, float] = Field((0.25, 0.6), description="Range of the ambient light level.")
     mask_dilate_px: int = Field(5, ge=0, description="Growth of the reference person's mask before inpainting.")
@@ -39,12 +42,10 @@ class DiffusionBackend(StrictModel):
 
 
 class AnimateSection(StageSection):
-    """Frames of each fitted motion rendered as images with exact labels, written as a pose dataset."""
+    """Every fitted frame (`retarget.frames_per_motion` per motion) rendered as an image with exact labels,
+    written as a pose dataset."""
 
     backend: Literal["render", "diffusion"] = Field("render", description="render (CPU) or diffusion (GPU).")
-    frames_per_motion: int | None = Field(
-        16, ge=1, description="Frames taken from each fitted motion, evenly spaced (None: all fitted frames)."
-    )
     frames_per_part: int = Field(512, ge=1, description="Frames per dataset part (the unit of resume).")
     image_ext: Literal["jpg", "png"] = Field("jpg", description="Image encoding of the frames.")
     render: RenderBackend = Field(default_factory=RenderBackend, description="Options of the render backend.")

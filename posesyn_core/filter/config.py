@@ -6,14 +6,15 @@ from pydantic import Field
 
 from posesyn_core.config import Resources, StageSection
 from posesyn_core.stages import StageSpec
+from posesyn_core.tpe.config import EstimatorRef
 
 
 class FilterSection(StageSection):
     """Drop synthetic frames whose TPE prediction disagrees with their label by more than tau."""
 
     dataset: str = Field("animate/dataset", description="Pose dataset of generated frames to filter.")
-    estimator: str = Field(
-        "tpe-train/model.pt", description="TPE checkpoint (store key or local path; TorchScript/ONNX accepted)."
+    estimator: EstimatorRef = Field(
+        default_factory=EstimatorRef, description="The TPE judging the frames (paper: the TPE being improved)."
     )
     tau_mm: float = Field(120.0, gt=0, description="Keep frames whose root-relative mean per-joint error <= tau.")
     batch_size: int = Field(128, ge=1, description="Frames per TPE batch.")

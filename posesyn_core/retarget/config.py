@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from posesyn_core.config import Resources, StageSection
@@ -15,12 +17,17 @@ class RetargetSection(StageSection):
     references: str = Field(
         "eem/references.jsonl", description="Reference samples (non-challenging set) whose cameras host the bodies."
     )
-    frame_stride: int = Field(1, ge=1, description="Fit every n-th frame of each motion (20 fps / n).")
-    iterations: int = Field(150, ge=1, description="Adam steps per window of frames.")
-    lr: float = Field(0.05, gt=0, description="Adam learning rate on the axis-angle pose parameters.")
+    body_model: Literal["anny", "smpl"] = Field("anny", description="Body model to fit (SMPL needs model_path).")
+    body_model_path: str | None = Field(None, description="SMPL model file or folder (body_model: smpl).")
+    frames_per_motion: int = Field(
+        16, ge=1, description="Frames fitted (and later animated) per motion, evenly spaced, incl. the hard frame."
+    )
+    iterations: int = Field(40, ge=0, description="Adam refinement steps per window after the analytic start.")
+    shape_iterations: int = Field(100, ge=0, description="Adam steps fitting one body shape to each motion's bones.")
+    lr: float = Field(0.02, gt=0, description="Adam learning rate.")
     window: int = Field(64, ge=1, description="Frames optimized jointly; the next window starts from the last one.")
     smooth_weight: float = Field(0.02, ge=0, description="Weight of the temporal acceleration penalty on joints.")
-    limit_weight: float = Field(1.0, ge=0, description="Weight of the penalty on pose parameters beyond limits.")
+    limit_weight: float = Field(0.01, ge=0, description="Weight of the penalty on pose parameters beyond limits.")
     keep_trajectory: bool = Field(
         False, description="Keep the motion's horizontal root travel (the person may walk out of the image)."
     )
