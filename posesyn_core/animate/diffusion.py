@@ -117,8 +117,10 @@ class PoseGuidedImg2ImgPipeline(DiffusionPipeline):
         for t in self.progress_bar(timesteps):
             model_in = torch.cat([latents, latents]) if do_cfg else latents
             model_in = self.scheduler.scale_model_input(model_in, t)
-            down, mid = self.controlnet(model_in, t, encoder_hidden_states=embeds, controlnet_cond=cond,
-                                        conditioning_scale=controlnet_conditioning_scale, return_dict=False)  # fmt: skip
+            down, mid = self.controlnet(
+                model_in, t, encoder_hidden_states=embeds, controlnet_cond=cond,
+                conditioning_scale=controlnet_conditioning_scale, return_dict=False,
+            )  # fmt: skip
             eps = self.unet(model_in, t, encoder_hidden_states=embeds, down_block_additional_residuals=down,
                             mid_block_additional_residual=mid, return_dict=False)[0]  # fmt: skip
             if do_cfg:

@@ -23,8 +23,8 @@ def get_dummy_components() -> dict:
     from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    blocks = dict(block_out_channels=(4, 8), layers_per_block=1, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                  cross_attention_dim=8, norm_num_groups=1, attention_head_dim=2)  # fmt: skip
+    blocks = dict(block_out_channels=(4, 8), layers_per_block=1, cross_attention_dim=8, norm_num_groups=1,
+                  attention_head_dim=2, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"))  # fmt: skip
     torch.manual_seed(0)
     unet = UNet2DConditionModel(sample_size=16, in_channels=4, out_channels=4,
                                 up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), **blocks)  # fmt: skip
@@ -37,8 +37,9 @@ def get_dummy_components() -> dict:
                      controlnet.controlnet_cond_embedding.conv_out]:
             conv.weight.normal_(0, 0.5)
     torch.manual_seed(0)
-    vae = AutoencoderKL(block_out_channels=(4, 8), in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=2,
-                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2)  # fmt: skip
+    vae = AutoencoderKL(block_out_channels=(4, 8), in_channels=3, out_channels=3, latent_channels=4,
+                        norm_num_groups=2, down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2)  # fmt: skip
     torch.manual_seed(0)
     text_encoder = CLIPTextModel(CLIPTextConfig(hidden_size=8, intermediate_size=16, num_attention_heads=2,
                                                 num_hidden_layers=1, vocab_size=200, max_position_embeddings=16,
@@ -54,7 +55,8 @@ def _standing_joints() -> np.ndarray:
     y_up = np.array([[0, 0.95, 0], [0.09, 0.9, 0], [-0.09, 0.9, 0], [0, 1.05, 0], [0.1, 0.5, 0], [-0.1, 0.5, 0],
                      [0, 1.2, 0], [0.1, 0.08, 0], [-0.1, 0.08, 0], [0, 1.3, 0], [0.1, 0.02, 0.1], [-0.1, 0.02, 0.1],
                      [0, 1.5, 0], [0.07, 1.42, 0], [-0.07, 1.42, 0], [0, 1.62, 0.02], [0.18, 1.42, 0],
-                     [-0.18, 1.42, 0], [0.2, 1.15, 0], [-0.2, 1.15, 0], [0.21, 0.9, 0.05], [-0.21, 0.9, 0.05]])  # fmt: skip
+                     [-0.18, 1.42, 0], [0.2, 1.15, 0], [-0.2, 1.15, 0], [0.21, 0.9, 0.05],
+                     [-0.21, 0.9, 0.05]])  # fmt: skip
     cam = y_up * np.array([1.0, -1.0, -1.0])  # world (y up, facing +z) -> camera (y down, z away)
     return cam + np.array([0.0, 0.85, 3.0])
 
