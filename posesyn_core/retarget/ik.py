@@ -24,12 +24,27 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from posesyn_core.body.base import BodyModel
+from posesyn_core.body.base import JOINT_LIMITS, BodyModel
 from posesyn_core.body.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 from posesyn_core.skeleton import NUM_JOINTS, PARENTS
 
 _CHILDREN = [[k for k in range(NUM_JOINTS) if PARENTS[k] == j] for j in range(NUM_JOINTS)]
 _ORDER = list(range(NUM_JOINTS))  # PARENTS is topologically sorted: a parent's index is below its children's
+_KNEES_ELBOWS = (4, 5, 18, 19)
+
+
+def _hinge_axes() -> dict[int, np.ndarray]:
+    """Flexion axis of each knee/elbow in the world-aligned rest frame: its widest-range pose component, signed
+    so that flexion is a positive rotation (left elbow: -y, knees: +x)."""
+    axes = {}
+    for j in _KNEES_ELBOWS:
+        lim = JOINT_LIMITS[j - 1]  # (3, 2)
+        k = int(np.argmax(lim[:, 1] - lim[:, 0]))
+        axes[j] = np.eye(3)[k] * (1.0 if lim[k, 1] > -lim[k, 0] else -1.0)
+    return axes
+
+
+_HINGE_AXES = _hinge_axes()
 
 
 @dataclass
@@ -79,6 +94,18 @@ def _swing(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return axis_angle_to_matrix(axis * torch.atan2(sin, cos))
 
 
+def _align_pairs(r1: torch.Tensor, r2: torch.Tensor, g1: torch.Tensor, g2: torch.Tensor) -> torch.Tensor:
+    """Rotations (B, 3, 3) taking direction r1 exactly onto g1 and the plane (r1, r2) onto the plane (g1, g2)."""
+
+    def frame(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        x = a / a.norm(dim=-1, keepdim=True).clamp_min(1e-9)
+        y = b - (b * x).sum(-1, keepdim=True) * x
+        y = y / y.norm(dim=-1, keepdim=True).clamp_min(1e-9)
+        return torch.stack([x, y, torch.cross(x, y, dim=-1)], -1)  # columns
+
+    return frame(g1, g2) @ frame(r1, r2).transpose(-1, -2)
+
+
 def analytic_init(
     rest: torch.Tensor, target: torch.Tensor, base: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -86,7 +113,11 @@ def analytic_init(
     global_orient (B, 3), transl (B, 3), by aligning bone directions down the tree.
 
     `base` (B, 21, 3, 3): local rotations to start from (the warm start); a one-child joint keeps its base twist
-    and is swung minimally from where the base puts its bone. Without it the base is the rest pose."""
+    and is swung minimally from where the base puts its bone. Without it the base is the rest pose.
+
+    Hips and shoulders are the exception: their twist is chosen so that the knee/elbow below bends about its
+    hinge axis (the limb's rest flexion direction goes onto the target's), else the optimizer would start in
+    the mirror solution (an elbow bent backwards) that joint-position errors cannot tell apart."""
     b, dt = target.shape[0], target.dtype
     eye = torch.eye(3, dtype=dt, device=target.device).expand(b, 3, 3)
     glob, local = [eye] * NUM_JOINTS, [eye] * NUM_JOINTS  # accumulated global and local rotations
@@ -104,6 +135,17 @@ def analytic_init(
             rot = _kabsch(rest_bones, goal)
         else:
             rot = _swing((start @ rest_bones[:, 0, :, None])[..., 0], goal[:, 0]) @ start
+            hinge = kids[0]
+            if hinge in _HINGE_AXES:
+                lower = rest[:, _CHILDREN[hinge][0]] - rest[:, hinge]  # (B, 3) rest shin/forearm
+                axis = torch.as_tensor(_HINGE_AXES[hinge], dtype=dt, device=target.device).expand_as(lower)
+                flex_rest = torch.cross(axis, lower, dim=-1)  # where flexion moves the lower limb at rest
+                lower_goal = ((target[:, _CHILDREN[hinge][0]] - target[:, hinge])[:, None] @ parent)[:, 0]
+                u = goal[:, 0] / goal[:, 0].norm(dim=-1, keepdim=True).clamp_min(1e-9)
+                bend = lower_goal - (lower_goal * u).sum(-1, keepdim=True) * u  # flexion direction in the target
+                bent = bend.norm(dim=-1) > 0.15 * lower_goal.norm(dim=-1)  # straight limbs: twist is free
+                paired = _align_pairs(rest_bones[:, 0], flex_rest, goal[:, 0], bend)
+                rot = torch.where(bent[:, None, None], paired, rot)
         local[j], glob[j] = rot, parent @ rot
     body_pose = matrix_to_axis_angle(torch.stack(local[1:], 1))  # (B, 21, 3)
     return body_pose, matrix_to_axis_angle(local[0]), target[:, 0] - rest[:, 0]
