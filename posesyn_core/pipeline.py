@@ -27,9 +27,10 @@ from posesyn_core.stages import StageSpec
 from posesyn_core.tpe.config import EVALUATE as EVALUATE_SPEC
 from posesyn_core.tpe.config import FINETUNE as FINETUNE_SPEC
 from posesyn_core.tpe.config import TPE_TRAIN as TPE_TRAIN_SPEC
+from posesyn_core.world.config import WORLD as WORLD_SPEC
 
-BUILTIN_SPECS: list[StageSpec] = [TPE_TRAIN_SPEC, MOTION_TRAIN_SPEC, EEM_SPEC, CAPTION_SPEC, MSM_SPEC, RETARGET_SPEC,
-                                  ANIMATE_SPEC, FILTER_SPEC, FINETUNE_SPEC, EVALUATE_SPEC]
+BUILTIN_SPECS: list[StageSpec] = [WORLD_SPEC, TPE_TRAIN_SPEC, MOTION_TRAIN_SPEC, EEM_SPEC, CAPTION_SPEC, MSM_SPEC,
+                                  RETARGET_SPEC, ANIMATE_SPEC, FILTER_SPEC, FINETUNE_SPEC, EVALUATE_SPEC]
 
 STAGES: dict[str, StageSpec] = {}
 
