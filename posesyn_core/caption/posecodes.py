@@ -46,6 +46,16 @@ def _bend(angle: float) -> str:
     return "straight" if angle > 155 else "slightly bent" if angle > 125 else "bent" if angle > 75 else "fully bent"
 
 
+def stature(j: np.ndarray) -> float:
+    """Standing height estimated from bone lengths (legs, spine, neck), so it does not shrink in a squat."""
+
+    def bone(a: int, b: int) -> float:
+        return float(np.linalg.norm(j[a] - j[b]))
+
+    legs = 0.5 * (bone(L_HIP, L_KNEE) + bone(L_KNEE, L_ANKLE) + bone(R_HIP, R_KNEE) + bone(R_KNEE, R_ANKLE))
+    return max(legs + 0.5 * (bone(PELVIS, L_HIP) + bone(PELVIS, R_HIP)) + bone(PELVIS, NECK) + bone(NECK, HEAD), 0.5)
+
+
 @dataclass
 class Posecodes:
     knees: tuple[str, str]  # left, right
@@ -66,7 +76,7 @@ def posecodes(joints: np.ndarray) -> Posecodes:
     """Measure one (22, 3) y-up pose (metres)."""
     j = joints - np.array([0.0, joints[:, 1].min(), 0.0])
     y = j[:, 1]
-    height = max(float(np.linalg.norm(j[HEAD] - (j[L_ANKLE] + j[R_ANKLE]) / 2)), 0.5)
+    height = stature(j)
     knees = (_bend(_angle(j[L_HIP], j[L_KNEE], j[L_ANKLE])), _bend(_angle(j[R_HIP], j[R_KNEE], j[R_ANKLE])))
     elbows = (_bend(_angle(j[L_SHOULDER], j[L_ELBOW], j[L_WRIST])),
               _bend(_angle(j[R_SHOULDER], j[R_ELBOW], j[R_WRIST])))  # fmt: skip

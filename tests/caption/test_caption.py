@@ -37,6 +37,37 @@ def kneel(p: np.ndarray) -> np.ndarray:
     return p
 
 
+def squat(p: np.ndarray) -> np.ndarray:
+    p = p.copy()
+    p[:, 1] -= 0.5
+    p[[0, 1, 2], 1] = [0.45, 0.42, 0.42]
+    p[[4, 5], 1], p[[4, 5], 2] = 0.45, 0.42  # thighs horizontal
+    p[[7, 8], 1], p[[7, 8], 2] = 0.08, 0.3
+    p[[10, 11], 1], p[[10, 11], 2] = 0.02, 0.42
+    return p
+
+
+def bend_forward(p: np.ndarray) -> np.ndarray:
+    p = p.copy()
+    upper = [3, 6, 9, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21]
+    p[upper] = rot_x(p[upper] - p[0], 80) + p[0]
+    return p
+
+
+def lunge(p: np.ndarray) -> np.ndarray:
+    p = p.copy()
+    p[:, 1] -= 0.25
+    p[[4, 7, 10]] = [[0.1, 0.45, 0.45], [0.1, 0.08, 0.45], [0.1, 0.02, 0.57]]  # left leg forward, bent
+    p[[5, 8, 11]] = [[-0.1, 0.38, -0.3], [-0.1, 0.08, -0.6], [-0.1, 0.02, -0.5]]  # right leg back, straight
+    return p
+
+
+def one_leg(p: np.ndarray) -> np.ndarray:
+    p = p.copy()
+    p[[5, 8, 11]] = [[-0.1, 0.75, 0.35], [-0.1, 0.45, 0.2], [-0.1, 0.42, 0.3]]
+    return p
+
+
 def rot_x(p: np.ndarray, deg: float) -> np.ndarray:
     a = np.radians(deg)
     r = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
@@ -58,6 +89,10 @@ def to_camera(p: np.ndarray) -> np.ndarray:
     (STAND, "standing"),
     (arms_up(STAND), "standing"),
     (kneel(STAND), "kneeling"),
+    (squat(STAND), "squatting"),
+    (bend_forward(STAND), "bending forward"),
+    (lunge(STAND), "lunging"),
+    (one_leg(STAND), "standing on one leg"),
     (rot_x(STAND, -90), "lying on the back"),
     (rot_x(STAND, 90), "lying face down"),
     (rot_z(arms_up(STAND), 180), "handstand"),
