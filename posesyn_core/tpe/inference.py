@@ -96,11 +96,12 @@ class Estimator:
 
 
 def torch_backend(module: torch.nn.Module, device: str) -> Backend:
-    module = module.to(device).eval()
+    # channels-last: oneDNN's small-channel convolutions run several times faster on CPU in this layout
+    module = module.to(device, memory_format=torch.channels_last).eval()
 
     def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with torch.inference_mode():
-            j, c = module(torch.from_numpy(x).to(device))
+            j, c = module(torch.from_numpy(x).to(device).contiguous(memory_format=torch.channels_last))
         return j.float().cpu().numpy(), c.float().cpu().numpy()
 
     return run

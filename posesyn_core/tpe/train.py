@@ -64,7 +64,8 @@ def _batch(sources: Sequence[Source], counts: list[int], img_size: int, aug: Aug
     ]
     batch = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     out = {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
-    out["images"] = out["images"].permute(0, 3, 1, 2).contiguous()  # (B, S, S, 3) -> (B, 3, S, S)
+    # (B, S, S, 3) -> (B, 3, S, S), kept channels-last in memory (faster CPU convolutions)
+    out["images"] = out["images"].permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
     return out
 
 
@@ -82,7 +83,7 @@ def train(
     counts = mix_counts(section.batch_size, [s.fraction / total for s in sources])
     aug = Augment(**section.augment.model_dump())
     img_size = model.config.img_size
-    model.to(device).train()
+    model.to(device, memory_format=torch.channels_last).train()
     opt = model.configure_optimizers(section.lr, section.weight_decay)
 
     # Resume: weights, optimizer moments, step and the loss-log accumulators come back exactly.
