@@ -123,13 +123,17 @@ def posecodes(joints: np.ndarray) -> Posecodes:
 
 def _posture(c: Posecodes, height: float) -> str:
     contacts = set(c.contacts)
-    if c.torso == "upside down":
+    if c.torso == "upside down":  # head below the pelvis: on the hands, or folded forward over the feet
+        if "feet" in contacts:
+            return "hands and feet on the floor" if "hands" in contacts else "bending forward"
         return "handstand" if "hands" in contacts else "upside down"
     if c.torso == "horizontal":
         if "pelvis" in contacts or "head" in contacts:
             return "lying on the back" if c.facing == "up" else "lying face down"
-        if "hands" in contacts and ("knees" in contacts or "feet" in contacts):
+        if "hands" in contacts and "knees" in contacts:
             return "on all fours"
+        if "hands" in contacts and "feet" in contacts:
+            return "plank" if c.facing == "down" and "straight" in c.knees else "hands and feet on the floor"
         return "bending forward"
     if "knees" in contacts:
         return "kneeling"
@@ -156,7 +160,11 @@ _POSTURE = {
     "upside down": ("is upside down", "is flipped upside down", "turns upside down in the air"),
     "lying on the back": ("is lying on the back", "lies on the floor facing up", "is lying down on their back"),
     "lying face down": ("is lying face down", "lies on the stomach", "is lying prone on the ground"),
-    "on all fours": ("is on all fours", "crawls on hands and knees", "is down on hands and feet"),
+    "on all fours": ("is on all fours", "crawls on hands and knees", "is down on hands and knees"),
+    "plank": ("is in a push-up position", "holds a plank on the floor", "does a push-up"),
+    "hands and feet on the floor": ("bends forward with the hands on the floor",
+                                    "makes an inverted V shape with hands and feet on the floor",
+                                    "folds forward at the hips touching the floor"),
     "bending forward": ("bends forward", "is bending over", "leans far forward at the waist"),
     "kneeling": ("is kneeling", "kneels down", "is down on the knees"),
     "sitting on the ground": ("sits on the ground", "is sitting on the floor", "is seated on the ground"),
@@ -207,7 +215,7 @@ def _details(c: Posecodes) -> list[str]:
         out.append("the feet are wide apart")
     if c.torso == "leaning" and c.posture not in ("bending forward", "crouching"):
         out.append("the upper body leans")
-    if "hands" in c.contacts and c.posture not in ("handstand", "on all fours"):
+    if "hands" in c.contacts and c.posture not in ("handstand", "on all fours", "plank", "hands and feet on the floor"):
         out.append("a hand touches the ground")
     return out
 
