@@ -144,6 +144,7 @@ CHART_KEYS_SCHEMA: dict[str, Any] = {
     "scheduling": _obj(_scheduling("all")),
     "gpu": _obj(
         {
+            "enabled": {"type": "boolean", "description": "Request GPUs (false: every stage runs on CPU)."},
             "resourceName": _str("Extended resource name of GPUs.", minLength=1),
             "nodeSelector": {**_K8S_MAP, "description": "Node labels added for GPU pods."},
             "tolerations": {**_K8S_LIST, "description": "Tolerations added for GPU pods."},
@@ -223,11 +224,12 @@ def values_schema(run_cls: type) -> dict[str, Any]:
 def stage_entry(spec: StageSpec) -> dict[str, Any]:
     """A stage's chart settings as the registry declares them (the same keys for every stage)."""
     res = spec.resources
+    gpus = res.gpu or int(spec.gpu)  # a GPU stage asks for one GPU unless its spec says how many
     return {
         "image": spec.image,
         "gpu": spec.gpu,
         "shardable": spec.shardable,
-        "resources": {"cpu": res.cpu, "memory": res.memory, "gpu": res.gpu},
+        "resources": {"cpu": res.cpu, "memory": res.memory, "gpu": gpus},
         "parallelism": None,
         "nodeSelector": {},
         "tolerations": [],
@@ -333,7 +335,9 @@ def values_for_run(run: Any) -> dict[str, Any]:
     An `s3://bucket/prefix` root becomes S3 storage; a `file://` root keeps the default PVC storage with the
     run name as prefix (a local folder means nothing inside the cluster). Merge your own values over these.
     """
-    values: dict[str, Any] = {"run": run.model_dump(mode="json", by_alias=True, exclude={"root"})}
+    # Only what the run YAML set: chart defaults (e.g. a GPU stage's GPU count) fill the rest, and the pods'
+    # loader fills the same pydantic defaults back in.
+    values: dict[str, Any] = {"run": run.model_dump(mode="json", by_alias=True, exclude={"root"}, exclude_unset=True)}
     if run.root.startswith("s3://"):
         bucket, _, prefix = run.root[len("s3://") :].partition("/")
         values["storage"] = {"type": "s3", "s3": {"bucket": bucket}, "prefix": prefix.strip("/")}

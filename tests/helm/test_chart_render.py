@@ -239,3 +239,30 @@ def test_schema_is_closed_everywhere():
     assert not open_objects, open_objects
     assert "root" not in schema["properties"]["run"]["properties"]
     assert Path(chart.CHART_DIR / "values.schema.json").exists()
+
+
+def test_sequencer_args_parse_with_the_real_command(toy):
+    """The rendered command line is accepted by `posesyn sequence` itself (parsed, not run)."""
+    from posesyn_core.launch.commands import sequence_cmd
+
+    chart_dir, _ = toy
+    docs = chart.render({}, chart_dir, release="r4", namespace="ns")
+    ctr = by_kind(docs, "Job")["r4-posesyn-sequencer"]["spec"]["template"]["spec"]["containers"][0]
+    ctx = sequence_cmd.make_context("sequence", list(ctr["args"]))
+    assert ctx.params["release"] == "r4" and ctx.params["status_configmap"] == "r4-posesyn-status"
+    assert ctx.params["stages"].split(",") == chart_dir_pipeline(chart_dir)
+
+
+def chart_dir_pipeline(chart_dir: Path) -> list[str]:
+    return yaml.safe_load((chart_dir / "values.yaml").read_text())["pipeline"]
+
+
+def test_resource_overrides_keep_the_chart_defaults_they_do_not_name(tmp_path):
+    """A run YAML giving eem only more memory keeps eem's default CPU and GPU from the chart."""
+    src = tmp_path / "run.yaml"
+    src.write_text("name: res\nroot: s3://bkt/res\nstages: [eem]\neem: {resources: {memory: 16Gi}, shards: 2}\n")
+    docs = chart.render(chart.values_for_run(load_run_config(src)))
+    validate_strict(docs)
+    res = stage_jobs(docs)["eem"]["spec"]["template"]["spec"]["containers"][0]["resources"]
+    assert res["limits"] == {"memory": "16Gi", "nvidia.com/gpu": 1}
+    assert res["requests"]["cpu"] == yaml.safe_load((chart.CHART_DIR / "values.yaml").read_text())["stages"]["eem"]["resources"]["cpu"]
