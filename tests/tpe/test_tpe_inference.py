@@ -79,3 +79,19 @@ def test_missing_or_wrong_models_fail_clearly(setup, tmp_path):
     torch.save({"format": "something-else"}, bogus)
     with pytest.raises(ConfigError, match="not a PoseSyn TPE checkpoint"):
         load_estimator(store, str(bogus))
+
+
+def test_cli_export_writes_a_loadable_model(setup, tmp_path, stick_root):
+    from click.testing import CliRunner
+
+    from posesyn_core.tpe.commands import tpe
+
+    store, _, images, bboxes = setup
+    out = tmp_path / "cli.onnx"
+    result = CliRunner().invoke(tpe, ["export", str(stick_root / "models" / "tpe.pt"), str(out)])
+    assert result.exit_code == 0, result.output
+    ours = load_estimator(store, "models/tpe.pt").predict(images, bboxes)
+    theirs = load_estimator(store, EstimatorRef(kind="onnx", path=str(out))).predict(images, bboxes)
+    assert np.allclose(ours.joints3d, theirs.joints3d, atol=1e-4)
+    bad = CliRunner().invoke(tpe, ["export", str(tmp_path / "missing.pt"), str(out)])
+    assert bad.exit_code != 0 and "no such checkpoint" in str(bad.exception)
