@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 from kube_fake_api import FakeKubeAPI, JobController, job_manifest, now
 
 from posesyn_core.launch.kube import Kube
+from posesyn_core.launch.sequencer import Sequencer
 
 RELEASE = "demo"
 STAGES = ["world", "tpe-train", "eem"]
@@ -80,3 +84,27 @@ def invoke(args: list[str], code: int = 0):
         raise AssertionError("".join(traceback.format_exception(result.exception))) from result.exception
     assert result.exit_code == code, f"exit {result.exit_code} != {code}\n{result.output}"
     return result
+
+
+def sequencer(kube: Kube, watch_timeout_s: int = 5) -> Sequencer:
+    return Sequencer(kube, RELEASE, list(STAGES), f"{RELEASE}-status", watch_timeout_s=watch_timeout_s)
+
+
+def status(api: FakeKubeAPI) -> dict:
+    """The data of the run's status ConfigMap ({} before the sequencer created it)."""
+    return (api.get("configmaps", f"{RELEASE}-status") or {}).get("data") or {}
+
+
+def wait_for(predicate, timeout: float = 10.0) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.02)
+
+
+def in_thread(seq: Sequencer) -> tuple[threading.Thread, list[int]]:
+    """Run a sequencer as its pod would, in the background; the list receives its exit code."""
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(seq.run()), daemon=True)
+    thread.start()
+    return thread, result

@@ -6,38 +6,17 @@ import os
 import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
-from conftest import RELEASE, STAGES
+import pytest
+from conftest import RELEASE, STAGES, in_thread, sequencer, status, wait_for
 from kube_fake_api import JobController
 
-from posesyn_core.launch.sequencer import EXIT_RUN_FAILED, EXIT_SUCCEEDED, Sequencer
+from posesyn_core.launch.sequencer import EXIT_RUN_FAILED, EXIT_SUCCEEDED
+
+pytestmark = pytest.mark.timeout(60)  # a hung watch fails fast instead of at the suite's limit
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def sequencer(kube, **kw) -> Sequencer:
-    return Sequencer(kube, RELEASE, list(STAGES), f"{RELEASE}-status", watch_timeout_s=kw.pop("watch_timeout_s", 5))
-
-
-def status(api) -> dict:
-    return (api.get("configmaps", f"{RELEASE}-status") or {}).get("data") or {}
-
-
-def wait_for(predicate, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.02)
-
-
-def in_thread(seq: Sequencer) -> tuple[threading.Thread, list[int]]:
-    result: list[int] = []
-    t = threading.Thread(target=lambda: result.append(seq.run()), daemon=True)
-    t.start()
-    return t, result
 
 
 def test_happy_path_runs_stages_in_order(api, kube, release, controller):

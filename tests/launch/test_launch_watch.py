@@ -6,18 +6,17 @@ from __future__ import annotations
 import json
 import threading
 
-from conftest import RELEASE, STAGES, invoke
+import pytest
+from conftest import RELEASE, STAGES, in_thread, invoke, sequencer, status, wait_for
 from kube_fake_api import JobController
-from test_launch_sequencer import sequencer, status, wait_for
 
 from posesyn_core.launch.sequencer import EXIT_RUN_FAILED, EXIT_SUCCEEDED
 
+pytestmark = pytest.mark.timeout(60)  # a hung watch fails fast instead of at the suite's limit
+
 
 def start_sequencer(kube) -> tuple[threading.Thread, list[int]]:
-    result: list[int] = []
-    thread = threading.Thread(target=lambda: result.append(sequencer(kube, watch_timeout_s=2).run()), daemon=True)
-    thread.start()
-    return thread, result
+    return in_thread(sequencer(kube, watch_timeout_s=2))
 
 
 def test_watch_follows_a_run_to_success(api, kube, kubeconfig, release):
