@@ -19,7 +19,7 @@ from posesyn_core.animate.jobs import BodySpec, MotionJob
 from posesyn_core.data.dataset import PoseDataset, PoseSample, finish_dataset, part_exists, write_part
 from posesyn_core.errors import DataError
 from posesyn_core.stages import StageContext
-from posesyn_core.storage import join, open_store
+from posesyn_core.storage import Store, join, open_store
 
 DATASET = "dataset"
 SHEET_SAMPLES = 32
@@ -28,8 +28,8 @@ SHEET_SAMPLES = 32
 class JobSource:
     """Builds MotionJobs from retarget's outputs, reading each chunk and reference image once."""
 
-    def __init__(self, ctx: StageContext, fits: list[dict]):
-        self.store, self.fits, self.seed = ctx.store, fits, ctx.seed
+    def __init__(self, store: Store, fits: list[dict], seed: int):
+        self.store, self.fits, self.seed = store, fits, seed
         self._chunk_key: str | None = None
         self._chunk: dict[str, np.ndarray] = {}
         self._images: dict[str, bytes] = {}
@@ -90,7 +90,7 @@ def run(ctx: StageContext) -> None:
     num_parts = -(-len(fits) // per_part)
     prefix = ctx.key(DATASET)
     todo = [k for k in range(num_parts) if not part_exists(ctx.store, prefix, k)]
-    source = JobSource(ctx, fits)
+    source = JobSource(ctx.store, fits, ctx.seed)
     progress = ctx.progress(len(fits) * frames_per_motion, "frames")
     progress.advance((num_parts - len(todo)) * per_part * frames_per_motion)
     jobs = (source.job(i) for k in todo for i in range(k * per_part, min((k + 1) * per_part, len(fits))))

@@ -167,7 +167,7 @@ def test_labels_project_exactly_onto_the_rendered_body(animated_run, body):
 
     run, store = animated_run
     fits = store.read_jsonl("retarget/fits.jsonl")
-    source = JobSource(type("Ctx", (), {"store": store, "seed": 0})(), fits)
+    source = JobSource(store, fits, seed=0)
     animator = RenderAnimator(RenderBackend(), BodySpec("anny"))
     for i in range(2):
         job = source.job(i)
@@ -196,3 +196,36 @@ def test_render_is_deterministic(animated_run):
     execute_stage(run, "animate", store=store, force=True)
     after = {k: store.read_bytes(k) for k in store.list("animate/dataset/images")}
     assert before.keys() == after.keys() and before == after
+
+
+def test_diffusion_backend_refines_renders_and_keeps_their_labels(animated_run):
+    """The GPU backend's plumbing on CPU with tiny random components: one frame per fitted frame, the render's
+    labels, the reference size, deterministic."""
+    from test_animate_diffusion import get_dummy_components
+
+    from posesyn_core.animate.config import DiffusionBackend, RenderBackend
+    from posesyn_core.animate.diffusion import PoseGuidedImg2ImgPipeline
+    from posesyn_core.animate.diffusion_backend import DiffusionAnimator
+    from posesyn_core.animate.jobs import BodySpec
+    from posesyn_core.animate.stage import JobSource
+
+    _, store = animated_run
+    job = JobSource(store, store.read_jsonl("retarget/fits.jsonl"), seed=0).job(0)
+    pipe = PoseGuidedImg2ImgPipeline(**get_dummy_components())
+    pipe.set_progress_bar_config(disable=True)
+    cfg = DiffusionBackend(resolution=64, steps=2, strength=1.0, batch_size=4)
+    animator = DiffusionAnimator(cfg, RenderBackend(), BodySpec("anny"), "cpu", "png", pipeline=pipe)
+    out = animator(job)
+    rendered = animator.renderer(job)
+    assert [s.to_json() for s, _ in out] == [f.sample.to_json() for f in rendered]
+    assert all(decode_image(img).shape == (128, 128, 3) for _, img in out)
+    assert [img for _, img in animator(job)] == [img for _, img in out]
+
+
+def test_diffusion_backend_needs_model_paths(animated_run):
+    from posesyn_core.errors import ConfigError
+
+    run, store = animated_run
+    diffusion = run.model_copy(update={"animate": run.animate.model_copy(update={"backend": "diffusion"})})
+    with pytest.raises(ConfigError, match="model_path"):
+        execute_stage(diffusion, "animate", store=store)
