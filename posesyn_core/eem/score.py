@@ -4,7 +4,8 @@
 
 P = the TPE's 3D prediction projected to the image (its weak-perspective camera), G = GT 2D, v_n = GT visibility.
 Only the joints the dataset's set shares with SMPL22 count (`skeleton.shared_joints`); the root is the pelvis, or
-the mid-hip where the set has none (`root_2d` / `canonical_root_2d`), and must be visible in the GT. The two
+the mid-hip where the set has none (`root_2d` / `canonical_root_2d`), and must be visible in the GT (an occluded
+pelvis falls back to the mid-hip of two visible hips). The two
 normalizations (weight of the joints used, person's 2D size) are config switches; off, it is the paper's sum in
 pixels.
 """
@@ -16,10 +17,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from posesyn_core.eem.config import JointWeights
-from posesyn_core.skeleton import ARM_JOINTS, LEG_JOINTS, NUM_JOINTS, ROOT, SMPL22, canonical_root_2d, root_2d, shared_joints
+from posesyn_core.skeleton import (ARM_JOINTS, LEFT_HIP, LEG_JOINTS, NUM_JOINTS, RIGHT_HIP, ROOT, SMPL22,
+                                   canonical_root_2d, root_2d, shared_joints)
 
-# The in-set joints that define the root; all must be visible for a sample to be scored.
+# The in-set joints that define the root, and the in-set (left, right) hips: a sample is scored when its root is
+# visible, or else both hips (then the mid-hip is the root on both sides).
 _ROOT_JOINTS = {"coco17": (11, 12), "mpii16": (6,), "smpl22": (ROOT,)}
+_HIPS = {"coco17": (11, 12), "mpii16": (3, 2), "smpl22": (LEFT_HIP, RIGHT_HIP)}
 
 
 def weight_vector(weights: JointWeights) -> np.ndarray:
@@ -60,10 +64,18 @@ def eem_errors(
     canon, in_set = shared_joints(joint_set)
     keep = canon != ROOT  # the root's own term is zero by construction
     canon, in_set = canon[keep], in_set[keep]
-    p = pred2d[:, canon] - canonical_root_2d(pred2d, joint_set)[:, None]  # (N, K, 2)
-    g = gt2d[:, in_set, :2] - root_2d(gt2d, joint_set)[:, None]  # (N, K, 2)
-    vis = (gt2d[:, in_set, 2] > 0) & np.isfinite(g).all(-1)  # (N, K)
+    pred_root = canonical_root_2d(pred2d, joint_set).copy()  # (N, 2); copies: the fallback writes into them
+    gt_root = root_2d(gt2d, joint_set).copy()
     root_ok = (gt2d[:, list(_ROOT_JOINTS[joint_set]), 2] > 0).all(1)
+    hips = _HIPS[joint_set]
+    hips_ok = (gt2d[:, list(hips), 2] > 0).all(1)
+    fallback = ~root_ok & hips_ok  # occluded pelvis, both hips seen: use the mid-hip on both sides
+    gt_root[fallback] = gt2d[fallback][:, list(hips), :2].mean(1)
+    pred_root[fallback] = pred2d[fallback][:, [LEFT_HIP, RIGHT_HIP]].mean(1)
+    root_ok = root_ok | hips_ok
+    p = pred2d[:, canon] - pred_root[:, None]  # (N, K, 2)
+    g = gt2d[:, in_set, :2] - gt_root[:, None]  # (N, K, 2)
+    vis = (gt2d[:, in_set, 2] > 0) & np.isfinite(g).all(-1)  # (N, K)
     dist = np.linalg.norm(np.nan_to_num(p - g), axis=-1)  # (N, K)
     w = weights[canon][None] * vis
     raw = (w * dist).sum(1)

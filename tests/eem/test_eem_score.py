@@ -60,10 +60,24 @@ def test_coco_uses_shared_joints_mid_hip_root_and_visibility() -> None:
     s = eem_errors(pred, gt, "coco17", w, bboxes)
     assert s.error[0] == pytest.approx(0, abs=1e-9) and s.joints_used[0] == 11
     # Root (mid-hip) needs both hips visible; too few joints is not scorable either.
+    gt_before = gt.copy()
     gt_nohip = gt.copy()
     gt_nohip[0, COCO17.index("left_hip"), 2] = 0
     assert np.isnan(eem_errors(pred, gt_nohip, "coco17", w, bboxes).error[0])
     assert np.isnan(eem_errors(pred, gt, "coco17", w, bboxes, min_joints=12).error[0])
+    np.testing.assert_array_equal(gt, gt_before)
+
+
+def test_occluded_pelvis_falls_back_to_mid_hip() -> None:
+    pred = _pose2d(seed=2)
+    gt = _smpl_gt(pred + 3.0)
+    gt[0, 0, :2] += 40.0  # a wrong pelvis position that is occluded: must not matter
+    gt[0, 0, 2] = 0
+    w = weight_vector(JointWeights())
+    s = eem_errors(pred, gt, "smpl22", w, np.array([[0, 0, 100, 100.0]]))
+    assert s.error[0] == pytest.approx(0, abs=1e-9) and s.joints_used[0] == 21
+    gt[0, 1, 2] = 0  # and a hip: no root left
+    assert np.isnan(eem_errors(pred, gt, "smpl22", w, np.array([[0, 0, 100, 100.0]])).error[0])
 
 
 def test_scale_modes_make_sizes_comparable() -> None:
