@@ -171,3 +171,22 @@ def test_vlm_captioner_plumbing_with_tiny_random_blip(tmp_path: Path) -> None:
     assert len(out) == 3 and all(len(c) == 2 and all(isinstance(t, str) for t in c) for c in out)
     assert all(not t.startswith("describe the pose") for c in out for t in c)  # prompt removed
     assert out == cap(images, num_captions=2, seed=0)  # seeded sampling: deterministic
+
+
+def test_caption_stage_with_vlm_reads_person_crops(tmp_path: Path) -> None:
+    from tests.eem.test_eem_stage import make_dataset
+
+    store = open_store(tmp_path.as_uri())
+    make_dataset(store, n=4, bad=False)
+    rows = [{"id": f"s{i:03d}", "index": i, "dataset": "world/wild2d", "bbox": [8, 8, 48, 48],
+             "joints3d": to_camera(STAND).tolist()} for i in range(3)]  # fmt: skip
+    store.write_jsonl("eem/challenging.jsonl", rows)
+    model = tiny_blip(tmp_path / "blip")
+    run = RunConfig.model_validate({"name": "t", "root": tmp_path.as_uri(), "stages": ["caption"], "device": "cpu",
+                                    "caption": {"method": "vlm", "num_captions": 2,
+                                                "vlm": {"model_path": str(model), "prompt": "describe the pose",
+                                                        "max_new_tokens": 5}}})  # fmt: skip
+    execute_stage(run, "caption")
+    out = store.read_jsonl("caption/captions.jsonl")
+    assert [r["id"] for r in out] == ["s000", "s001", "s002"] and all(r["method"] == "vlm" for r in out)
+    assert all(len(r["captions"]) == 2 for r in out)
