@@ -21,8 +21,8 @@ from collections import Counter
 import numpy as np
 
 from posesyn_core.data.dataset import PoseDataset
-from posesyn_core.eem.score import eem_errors, full_body_in_image, weight_vector
 from posesyn_core.data.import2d import check_keypoints
+from posesyn_core.eem.score import eem_errors, full_body_in_image, weight_vector
 from posesyn_core.errors import DataError, StorageError
 from posesyn_core.stages import StageContext
 from posesyn_core.storage import NotFound, Store, open_store
