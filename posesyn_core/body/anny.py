@@ -9,13 +9,14 @@ zero pose = T-pose) by conjugating each canonical joint's rotation into its ANNY
 with C the ANNY -> world axis change and B_i the bone's global rest orientation in ANNY's T-pose. Bones without a
 canonical counterpart (twist bones, fingers, face) keep their T-pose rotations.
 
-Canonical joint <- ANNY bone mapping (positions are bone heads, "+" means an average of heads):
+Canonical joint <- ANNY bone mapping. Every canonical joint except the pelvis sits at the head of the bone its
+rotation drives, so segments are rigid exactly as in SMPL (`base.skeleton_fk` reproduces this FK):
 
     pelvis upperleg01.L + upperleg01.R + spine04 (weights .25/.25/.5; ANNY's root sits at the back of the body)
     left/right_hip upperleg01.L/R        spine1 spine03       left/right_knee lowerleg01.L/R
     spine2 spine02        left/right_ankle foot.L/R         spine3 spine01        left/right_foot toe2-1.L/R
-    neck neck01           left/right_collar clavicle + shoulder01 (rotation: clavicle)
-    head head + special06.L + special06.R (weights .75/.125/.125: skull centre at eye height; rotation: head)
+    neck neck01           left/right_collar shoulder01.L/R (the scapula bone: it pivots the shoulder like SMPL's collar)
+    head head (the skull base, ~10 cm above neck01 like SMPL's neck-head distance)
     left/right_shoulder upperarm01.L/R   left/right_elbow lowerarm01.L/R   left/right_wrist wrist.L/R
     (left_foot/right_foot rotate all five toe*-1 bones)
 
@@ -31,7 +32,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from posesyn_core.body.base import BodyModel, RestSkeleton, cluster_decimate, quads_to_triangles
+from posesyn_core.body.base import BodyModel, cluster_decimate, quads_to_triangles
 from posesyn_core.body.rotations import axis_angle_to_matrix
 from posesyn_core.errors import ConfigError
 from posesyn_core.skeleton import SMPL22
@@ -47,7 +48,7 @@ _MAP: dict[str, tuple[dict[str, float], tuple[str, ...]]] = {
     "spine2": ({"spine02": 1.0}, ("spine02",)),
     "spine3": ({"spine01": 1.0}, ("spine01",)),
     "neck": ({"neck01": 1.0}, ("neck01",)),
-    "head": ({"head": 0.75, "special06.L": 0.125, "special06.R": 0.125}, ("head",)),
+    "head": ({"head": 1.0}, ("head",)),
 }
 for _side, _s in (("left", "L"), ("right", "R")):
     _MAP.update({
@@ -55,7 +56,7 @@ for _side, _s in (("left", "L"), ("right", "R")):
         f"{_side}_knee": ({f"lowerleg01.{_s}": 1.0}, (f"lowerleg01.{_s}",)),
         f"{_side}_ankle": ({f"foot.{_s}": 1.0}, (f"foot.{_s}",)),
         f"{_side}_foot": ({f"toe2-1.{_s}": 1.0}, tuple(f"{t}.{_s}" for t in _TOES)),
-        f"{_side}_collar": ({f"clavicle.{_s}": 0.5, f"shoulder01.{_s}": 0.5}, (f"clavicle.{_s}",)),
+        f"{_side}_collar": ({f"shoulder01.{_s}": 1.0}, (f"shoulder01.{_s}",)),
         f"{_side}_shoulder": ({f"upperarm01.{_s}": 1.0}, (f"upperarm01.{_s}",)),
         f"{_side}_elbow": ({f"lowerarm01.{_s}": 1.0}, (f"lowerarm01.{_s}",)),
         f"{_side}_wrist": ({f"wrist.{_s}": 1.0}, (f"wrist.{_s}",)),
@@ -127,8 +128,6 @@ class AnnyBody(BodyModel):
             for b, w in ANNY_TO_SMPL22[name][0].items():
                 reg[j, bone[b]] = w
         self._regressor = reg.to(self.device)
-        # Rotation centre of each canonical joint: the head of its (first) rotated bone; the pelvis: itself.
-        self._centre_bones = [bone[ANNY_TO_SMPL22[n][1][0]] if ANNY_TO_SMPL22[n][1] else -1 for n in SMPL22]
 
         # 4. Mesh: quads split; optionally decimated by clustering per body part.
         triangles = quads_to_triangles(m.faces.cpu().numpy())
@@ -166,17 +165,6 @@ class AnnyBody(BodyModel):
     def random_shapes(self, rng: np.random.Generator, n: int) -> np.ndarray:
         lo, hi = SHAPE_RANGES[:, 0], SHAPE_RANGES[:, 1]
         return (lo + (hi - lo) * rng.random((n, self.num_shape_params))).astype(np.float32)
-
-    def rest_skeleton(self, shape: torch.Tensor | None = None) -> RestSkeleton:
-        b = 1 if shape is None else len(shape)
-        shape = self.default_shape(b) if shape is None else torch.as_tensor(shape, dtype=torch.float32,
-                                                                            device=self.device)  # fmt: skip
-        body, head, hands = self._local_pose(self.rest_pose(b), shape)
-        heads = self.model.forward_skeleton(body, head, hands, shape=shape)[..., :3, 3] @ _C.to(self.device).T
-        joints = self._regressor @ heads  # (B, 22, 3)
-        centers = torch.stack([heads[:, i] if i >= 0 else joints[:, 0] for i in self._centre_bones], 1)
-        pelvis = joints[:, :1]
-        return RestSkeleton(centers - pelvis, joints - centers)
 
     def _identities(self, shape: torch.Tensor) -> dict[str, torch.Tensor]:
         """ANNY's shape-dependent rest state (blendshapes over the full mesh: the costly part of a forward),

@@ -27,7 +27,7 @@ NUM_BODY_JOINTS = NUM_JOINTS - 1  # pose parameters cover every joint but the ro
 # Signs in the world-aligned frame: hip flexion (thigh forward) is -x, knee flexion +x, spine forward bend +x,
 # left arm raise +z, left arm forward -y, left elbow flexion -y.
 _LIMITS_LEFT = {
-    "left_hip": ((-2.3, 0.7), (-0.9, 0.9), (-0.6, 1.6)),
+    "left_hip": ((-2.3, 0.7), (-0.9, 1.3), (-0.6, 1.6)),  # external rotation (+y) reaches further when flexed
     "left_knee": ((0.0, 2.6), (-0.3, 0.3), (-0.15, 0.15)),
     "left_ankle": ((-0.8, 0.9), (-0.4, 0.4), (-0.4, 0.4)),
     "left_foot": ((-0.6, 0.6), (-0.2, 0.2), (-0.2, 0.2)),
@@ -68,12 +68,10 @@ def clamp_to_limits(body_pose: torch.Tensor | np.ndarray) -> torch.Tensor | np.n
 
 @dataclass
 class RestSkeleton:
-    """A subject's canonical skeleton at rest (T-pose, pelvis at the origin), enough to pose its 22 joints
-    without the mesh: joint i rotates about `centers[i]`, and sits at `offsets[i]` from it in its own rotated
-    frame (zero for most joints; ANNY's collar and head joints are averages of bones they rotate)."""
+    """A subject's 22 canonical joints at rest (T-pose, pelvis at the origin): every joint is the centre of its
+    own rotation (true for SMPL and for our ANNY mapping), which is all forward kinematics needs."""
 
-    centers: torch.Tensor  # (B, 22, 3)
-    offsets: torch.Tensor  # (B, 22, 3)
+    joints: torch.Tensor  # (B, 22, 3)
 
 
 def skeleton_fk(
@@ -83,8 +81,8 @@ def skeleton_fk(
     transl: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Forward kinematics of the 22 canonical joints: (B, 21, 3) pose -> (B, 22, 3) world joints. Equal to
-    `BodyModel.forward(..., vertices=False).joints` for the skeleton's shape, at a fraction of the cost
-    (used for motion clips and IK). `skeleton` tensors broadcast against the pose batch."""
+    `BodyModel.forward(..., vertices=False).joints` for the skeleton's shape at a fraction of the cost (motion
+    clips, IK). `skeleton` tensors broadcast against the pose batch."""
     from posesyn_core.body.rotations import axis_angle_to_matrix
 
     rots = axis_angle_to_matrix(_as_pose(body_pose))  # (B, 21, 3, 3)
@@ -92,16 +90,14 @@ def skeleton_fk(
     root = torch.eye(3, dtype=rots.dtype, device=rots.device).expand(b, 3, 3)
     if global_orient is not None:
         root = axis_angle_to_matrix(torch.as_tensor(global_orient, dtype=rots.dtype, device=rots.device))
-    centers = skeleton.centers.expand(b, -1, -1)
-    offsets = skeleton.offsets.expand(b, -1, -1)
+    rest = skeleton.joints.expand(b, -1, -1)
     frames = [root]  # accumulated rotation A_i of each joint's segment
-    pos = [centers[:, 0] * 0]  # rotation centres in the world (pelvis at the origin before transl)
+    pos = [rest[:, 0] * 0]  # pelvis at the origin before transl
     for i in range(1, NUM_JOINTS):
         p = PARENTS[i]
-        pos.append(pos[p] + (frames[p] @ (centers[:, i] - centers[:, p])[..., None])[..., 0])
+        pos.append(pos[p] + (frames[p] @ (rest[:, i] - rest[:, p])[..., None])[..., 0])
         frames.append(frames[p] @ rots[:, i - 1])
-    a = torch.stack(frames, 1)  # (B, 22, 3, 3)
-    joints = torch.stack(pos, 1) + (a @ offsets[..., None])[..., 0]
+    joints = torch.stack(pos, 1)
     if transl is not None:
         joints = joints + torch.as_tensor(transl, dtype=joints.dtype, device=joints.device)[:, None]
     return joints
@@ -212,10 +208,9 @@ class BodyModel(ABC):
     __call__ = forward
 
     def rest_skeleton(self, shape: torch.Tensor | None = None) -> RestSkeleton:
-        """The subjects' rest skeletons (for `skeleton_fk`); models whose joints are their rotation centres
-        (SMPL) have zero offsets."""
+        """The subjects' rest skeletons (B = len(shape), or 1 for the average body), for `skeleton_fk`."""
         joints, _ = self._forward_local(self.rest_pose(1 if shape is None else len(shape)), shape, False)
-        return RestSkeleton(joints, torch.zeros_like(joints))
+        return RestSkeleton(joints)
 
     def rest_pose(self, batch: int = 1) -> torch.Tensor:
         """(B, 21, 3) zero pose (T-pose)."""

@@ -74,7 +74,23 @@ class MeshRenderer:
         self._light = pyrender.DirectionalLight(color=np.ones(3), intensity=3.0)
         self._light_node = self.scene.add(self._light, pose=np.eye(4))
         self._renderer = pyrender.OffscreenRenderer(width, height)
+        self._reuse_shader_programs()
         self._uploaded = False
+
+    def _reuse_shader_programs(self) -> None:
+        """pyrender keys its shader cache by `OpenGL.contextdata.getContext()`, which under OSMesa changes on every
+        render: it compiled (and leaked, ~3 MB) a new program per frame. This renderer owns its context, so key
+        the cache by shaders and defines only."""
+        cache = self._renderer._renderer._program_cache
+        create, programs = cache.get_program, {}
+
+        def get_program(vertex_shader, fragment_shader, geometry_shader=None, defines=None):  # noqa: ANN001, ANN202
+            key = (vertex_shader, fragment_shader, geometry_shader, tuple(sorted((defines or {}).items())))
+            if key not in programs:
+                programs[key] = create(vertex_shader, fragment_shader, geometry_shader, defines)
+            return programs[key]
+
+        cache.get_program = get_program
 
     def _upload(self, vertices: np.ndarray, colors: np.ndarray) -> None:
         """Overwrite the interleaved vertex buffer [position, normal, colour] of the already-uploaded mesh."""

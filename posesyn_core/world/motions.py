@@ -8,8 +8,9 @@ amplitude, direction, arm style ...) and writes pose parameters per frame in the
    exactly constant);
 2. grounds every frame: the lowest body surface (joint minus its surface clearance `CLEARANCE`) touches the floor
    y = 0, plus any ballistic lift (jumps); no frame penetrates the floor;
-3. moves the root horizontally so the supporting contact (the lowest foot, hand or knee) stays where it was
-   planted: walking, crawling and cartwheels travel because their contacts push, without foot skating.
+3. moves the root horizontally so the supporting contact stays where it was planted (gaits schedule their
+   support foot; other families use the lowest foot, hand or knee): walking, crawling and cartwheels travel
+   because their contacts push, without foot skating.
 
 Clips are 20 fps joint sequences in the world frame (y up, metres, SMPL22), with 3 different texts each.
 `common` families are what a lab capture would hold (upright everyday motions); the others appear only in
@@ -57,6 +58,7 @@ class Poser:
         self.pitch = np.zeros(num_frames)  # + leans the whole body forward (face down)
         self.roll = np.zeros(num_frames)  # + tips the body towards its right side
         self.lift = np.zeros(num_frames)
+        self.stance: np.ndarray | None = None  # (T,) supporting joint per frame, when the family schedules it
         self.hip_flex = {"left": np.zeros(num_frames), "right": np.zeros(num_frames)}
         self.knee_flex = {"left": np.zeros(num_frames), "right": np.zeros(num_frames)}
         self.meta: dict = {}
@@ -192,11 +194,14 @@ def _turn(p: Poser) -> tuple[float, str]:
 
 
 def _gait(p: Poser, freq: float, hip_amp: float, knee_amp: float, arm_amp: float, elbow: float, lean: float) -> None:
-    """A walking/running cycle: legs in antiphase, knees flex in swing, arms swing opposite to the legs."""
+    """A walking/running cycle: legs in antiphase, knees flex in swing, arms swing opposite to the legs. A foot
+    is the support while its hip extends (cos(phase) < 0): the schedule drives the horizontal travel."""
+    left_phase = 2 * np.pi * freq * p.t
+    p.stance = np.where(np.cos(left_phase) < 0, J["left_ankle"], J["right_ankle"])
     for side, ph in (("left", 0.0), ("right", np.pi)):
         phase = 2 * np.pi * freq * p.t + ph
         p.hip(side, flex=hip_amp * np.sin(phase) + 0.1 * knee_amp)
-        p.knee(side, 0.1 + knee_amp * np.maximum(0, np.cos(phase)) ** 1.5)
+        p.knee(side, 0.1 + knee_amp * np.maximum(0, np.cos(phase)))
         p.arm(side, swing=-arm_amp * np.sin(phase), abduct=0.12, elbow=elbow)
     p.pitch += lean
     p.plant_feet(extra=0.0)
@@ -697,6 +702,7 @@ class PoseTrack:
     body_pose: np.ndarray  # (T, 21, 3)
     global_orient: np.ndarray  # (T, 3)
     lift: np.ndarray  # (T,)
+    stance: np.ndarray | None  # (T,) scheduled supporting joint, or None: the lowest contact supports
     texts: list[str]
     meta: dict = field(default_factory=dict)
 
@@ -711,12 +717,13 @@ def sample_track(rng: np.random.Generator, name: str) -> PoseTrack:
     picks = rng.choice(len(fam.texts), size=min(3, len(fam.texts)), replace=False)
     texts = [fam.texts[k].format(**slots).replace("  ", " ").strip() for k in sorted(picks)]
     pose = clamp_to_limits(p.rot[:, 1:])
-    return PoseTrack(pose, p.global_orient(), p.lift, texts, {"family": name, **slots})
+    return PoseTrack(pose, p.global_orient(), p.lift, p.stance, texts, {"family": name, **slots})
 
 
-def ground(joints: np.ndarray, lift: np.ndarray) -> np.ndarray:
+def ground(joints: np.ndarray, lift: np.ndarray, stance: np.ndarray | None = None) -> np.ndarray:
     """Translation (T, 3) placing (T, 22, 3) pelvis-centred joints on the floor: vertical grounding per frame
-    plus lift, then horizontal travel from planted contacts (see module docstring)."""
+    plus lift, then horizontal travel from planted contacts (see module docstring): the scheduled `stance`
+    joint when given (gaits, where both feet are near the floor for long stretches), else the lowest contact."""
     out = joints.copy()
     height = (out[..., 1] - CLEARANCE).min(1)  # lowest surface per frame
     out[..., 1] += (lift - height)[:, None]
@@ -724,8 +731,10 @@ def ground(joints: np.ndarray, lift: np.ndarray) -> np.ndarray:
     root = np.zeros((len(out), 2))
     velocity = np.zeros(2)
     for t in range(1, len(out)):
-        c = CONTACTS[int(np.argmin(surface[t, list(CONTACTS)]))]
-        if surface[t, c] < CONTACT_TOL and surface[t - 1, c] < CONTACT_TOL:
+        c = CONTACTS[int(np.argmin(surface[t, list(CONTACTS)]))] if stance is None else int(stance[t])
+        if stance is not None and lift[t] < CONTACT_TOL:
+            velocity = out[t - 1, c, [0, 2]] - out[t, c, [0, 2]]
+        elif surface[t, c] < CONTACT_TOL and surface[t - 1, c] < CONTACT_TOL:
             velocity = out[t - 1, c, [0, 2]] - out[t, c, [0, 2]]  # keep the supporting contact in place
         elif surface[t].min() < CONTACT_TOL:
             velocity = np.zeros(2)  # a new contact lands: no sliding
@@ -740,7 +749,7 @@ def make_clip(skeleton: RestSkeleton, track: PoseTrack) -> tuple[np.ndarray, np.
         joints = skeleton_fk(skeleton, torch.as_tensor(track.body_pose, dtype=torch.float32),
                              torch.as_tensor(track.global_orient, dtype=torch.float32))  # fmt: skip
     joints = joints.numpy().astype(np.float64)
-    transl = ground(joints, track.lift)
+    transl = ground(joints, track.lift, track.stance)
     return joints + transl[:, None], transl
 
 

@@ -80,3 +80,13 @@ def test_occluders_hide_joints_and_renders_are_deterministic(scene):
     hidden = sum((render_frame(renderer, verts[0], joints[0], colors, camera(0.3), "wild",
                                np.random.default_rng(s), occluders=4).joints2d[:, 2] == 0).sum() for s in range(10))
     assert hidden > 0  # some joints end up behind occluders
+
+
+def test_shader_programs_are_compiled_once(scene):
+    _, renderer, verts, joints, colors = scene
+    cache = renderer._renderer._renderer._program_cache._program_cache
+    render_frame(renderer, verts[0], joints[0], colors, camera(0.0), "lab", np.random.default_rng(0))
+    before = len(cache)
+    for i in range(5):
+        render_frame(renderer, verts[i], joints[i], colors, camera(0.0), "lab", np.random.default_rng(i))
+    assert len(cache) == before  # a program per frame used to leak ~3 MB each
