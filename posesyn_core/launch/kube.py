@@ -161,6 +161,12 @@ def explain_exit(exit_code: int | None, reason: str | None, stage: str, memory: 
            f"transient, retry with `posesyn resume`"
 
 
+def unschedulable(pod: dict) -> bool:
+    """Not placed on any node yet (no node fits: resources, taints, selectors, quota)."""
+    return any(c.get("type") == "PodScheduled" and c.get("status") == "False"
+               for c in pod.get("status", {}).get("conditions") or [])
+
+
 @dataclass
 class PodState:
     """One pod of a stage, with its warning events (FailedScheduling lives only there)."""
@@ -214,9 +220,8 @@ class PodState:
 
     def explain(self, stage: str) -> str | None:
         """Why this pod is not making progress, in plain words; None when nothing is wrong."""
-        scheduled = next((c for c in self.pod.get("status", {}).get("conditions") or []
-                          if c.get("type") == "PodScheduled"), None)
-        if scheduled and scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":
+        if unschedulable(self.pod):
+            scheduled = next(c for c in self.pod["status"]["conditions"] if c.get("type") == "PodScheduled")
             failed = [e for e in self.events if e.get("reason") == "FailedScheduling"]
             latest = max(failed, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "", default=None)
             text = (latest or scheduled).get("message") or "no node fits"
@@ -587,12 +592,16 @@ def group_pods(pods: list[dict]) -> dict[str, list[dict]]:
     return by_job
 
 
-def pod_states(kube: Kube, pods: list[dict]) -> list[PodState]:
-    """Pods in shard order, with the events of pending ones (why they do not start is only told there)."""
+def pod_states(kube: Kube, pods: list[dict], max_event_reads: int = 2) -> list[PodState]:
+    """Pods in shard order; unschedulable ones with their events (the scheduler's full reason is only told
+    there). Shards of one Job wait for the same reason, so a few event reads per refresh are enough."""
     states = []
-    for pod in pods:
-        pending = pod.get("status", {}).get("phase", "Pending") == "Pending"
-        states.append(PodState(pod, kube.pod_events(pod["metadata"]["name"]) if pending else []))
+    for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
+        events = []
+        if unschedulable(pod) and max_event_reads > 0:
+            max_event_reads -= 1
+            events = kube.pod_events(pod["metadata"]["name"])
+        states.append(PodState(pod, events))
     return sorted(states, key=lambda p: (p.shard or 0, p.name))
 
 

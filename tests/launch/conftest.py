@@ -95,7 +95,7 @@ def status(api: FakeKubeAPI) -> dict:
     return (api.get("configmaps", f"{RELEASE}-status") or {}).get("data") or {}
 
 
-def wait_for(predicate, timeout: float = 10.0) -> None:  # noqa: ANN001
+def wait_for(predicate, timeout: float = 30.0) -> None:  # noqa: ANN001
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, "timed out waiting"

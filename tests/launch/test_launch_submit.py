@@ -14,7 +14,7 @@ from posesyn_core.errors import ConfigError
 from posesyn_core.launch.kube import INSTANCE, STAGE, STAGE_INDEX
 from posesyn_core.launch.submit import check_release
 
-pytestmark = pytest.mark.timeout(60)  # a hung watch fails fast instead of at the suite's limit
+pytestmark = pytest.mark.timeout(120)  # a hung watch fails fast, not at the suite's limit
 
 RUN = """name: demo
 root: s3://posesyn-runs/demo

@@ -12,7 +12,7 @@ from kube_fake_api import JobController
 
 from posesyn_core.launch.sequencer import EXIT_RUN_FAILED, EXIT_SUCCEEDED
 
-pytestmark = pytest.mark.timeout(60)  # a hung watch fails fast instead of at the suite's limit
+pytestmark = pytest.mark.timeout(120)  # a hung watch fails fast, not at the suite's limit
 
 
 def start_sequencer(kube) -> tuple[threading.Thread, list[int]]:
@@ -27,8 +27,8 @@ def test_watch_follows_a_run_to_success(api, kube, kubeconfig, release):
     watcher.start()
     wait_for(lambda: api.open_watches >= 2)  # the sequencer's and the watcher's
     controller.release_hold("world")
-    watcher.join(20)
-    thread.join(10)
+    watcher.join(60)
+    thread.join(30)
     assert result == [EXIT_SUCCEEDED] and controller.started == STAGES
     lines = outputs[0].splitlines()
     first = {}
@@ -63,7 +63,7 @@ def test_watch_survives_watch_expiry(api, kube, kubeconfig, release):
     api.expire_watches()
     wait_for(lambda: api.gone_served >= 2)
     controller.release_hold("world")
-    watcher.join(20)
+    watcher.join(60)
     assert done and "succeeded" in done[0].splitlines()[-1]
 
 
@@ -81,7 +81,7 @@ def test_unschedulable_stage_is_explained_then_cancel_and_resume(api, kube, kube
 
     out = invoke(["cancel", RELEASE], 0).output
     assert "suspended demo-sequencer, demo-world" in out
-    thread.join(10)
+    thread.join(30)
     assert result == [EXIT_RUN_FAILED]
     assert api.get("jobs", "demo-world")["spec"]["suspend"] is True
     invoke(["watch", RELEASE], 1)
@@ -94,14 +94,14 @@ def test_unschedulable_stage_is_explained_then_cancel_and_resume(api, kube, kube
     assert "unsuspended the sequencer Job" in out
     assert api.get("jobs", "demo-sequencer")["spec"]["suspend"] is False
     thread, result = start_sequencer(kube)
-    thread.join(10)
+    thread.join(30)
     assert result == [EXIT_SUCCEEDED] and status(api)["run.state"] == "Succeeded"
 
 
 def test_resume_recreates_the_failed_stage_and_skips_completed_ones(api, kube, kubeconfig, release):
     controller = JobController(api, {"eem": "oom"})
     thread, result = start_sequencer(kube)
-    thread.join(10)
+    thread.join(30)
     assert result == [EXIT_RUN_FAILED]
     api.update("jobs", "demo-sequencer", lambda j: j["status"].update(
         active=0, failed=1, conditions=[{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]))
@@ -114,7 +114,7 @@ def test_resume_recreates_the_failed_stage_and_skips_completed_ones(api, kube, k
     assert eem["metadata"]["uid"] != old_uid and eem["spec"]["suspend"] is True and "status" not in eem
     assert "selector" not in eem["spec"]
     thread, result = start_sequencer(kube)
-    thread.join(10)
+    thread.join(30)
     assert result == [EXIT_SUCCEEDED]
     assert controller.started == STAGES + ["eem"]  # world and tpe-train did not run again
     invoke(["resume", RELEASE], 1)  # nothing left to resume: one error line, exit 1
