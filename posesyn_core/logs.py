@@ -50,5 +50,5 @@ def setup_logging(level: str | int = "INFO", json_format: bool | None = None) ->
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("botocore", "boto3", "s3transfer", "urllib3", "matplotlib", "PIL", "trimesh"):
+    for noisy in ("botocore", "boto3", "s3transfer", "urllib3", "matplotlib", "PIL", "trimesh", "OpenGL", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -222,7 +222,8 @@ def read_marker(store: Store, key: str) -> dict | None:
     return store.read_json(key) if store.exists(key) else None
 
 
-def _write_manifest(ctx: StageContext, key: str, inputs: dict[str, str], started: float) -> dict:
+def _write_manifest(ctx: StageContext, key: str, inputs: dict[str, str], started: float,
+                    earlier_seconds: float = 0.0) -> dict:
     manifest = {
         "stage": ctx.name,
         "fingerprint": ctx.fingerprint,
@@ -234,7 +235,7 @@ def _write_manifest(ctx: StageContext, key: str, inputs: dict[str, str], started
         "num_shards": ctx.num_shards,
         "versions": _versions(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-        "seconds": round(time.time() - started, 3),
+        "seconds": round(earlier_seconds + time.time() - started, 3),  # a sharded stage: shards + finalize
         "host": platform.node(),
         **({"extra": ctx.extra} if ctx.extra else {}),
     }
@@ -329,7 +330,8 @@ def execute_stage(
     ctx.rejects = rejects + ctx.rejects
     if ctx.rejects:
         store.write_jsonl(ctx.key(REJECTED), ctx.rejects)
-    return StageResult(name, "done", _write_manifest(ctx, join(name, SUCCESS), inputs, started))
+    shard_seconds = sum(m["seconds"] for m in markers)
+    return StageResult(name, "done", _write_manifest(ctx, join(name, SUCCESS), inputs, started, shard_seconds))
 
 
 def _prepare(store: Store, prefix: str, fp: str, force: bool, keep: tuple[str, ...]) -> None:

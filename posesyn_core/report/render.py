@@ -1,0 +1,141 @@
+"""Turn collected facts into a self-contained HTML page (figures embedded as base64 PNG) and a markdown summary."""
+
+from __future__ import annotations
+
+import base64
+import html
+
+from posesyn_core.report.build import Report
+
+
+def _fmt(v: float | None, digits: int = 1) -> str:
+    return "n/a" if v is None else f"{v:.{digits}f}"
+
+
+def results_markdown(rep: Report) -> str:
+    rows, sets = rep.facts["results"], rep.facts["test_sets"]
+    if not rows:
+        return "_no evaluate results yet_"
+    head = "| | " + " | ".join(f"{t} MPJPE | {t} PA-MPJPE | vs (a)" for t in sets) + " |"
+    lines = [head, "|---|" + "---|---|---|" * len(sets)]
+    for r in rows:
+        cells = []
+        for t in sets:
+            m = r["sets"].get(t, {})
+            change = m.get("mpjpe_change")
+            cells += [_fmt(m.get("mpjpe")), _fmt(m.get("pa_mpjpe")), "" if change is None else f"{change:+.1%}"]
+        lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def family_markdown(rep: Report, test_set: str) -> str:
+    rows = [r for r in rep.facts["results"] if test_set in r["families"]]
+    if not rows:
+        return ""
+    families = sorted(rows[0]["families"][test_set])
+    lines = ["| family | samples | " + " | ".join(r["label"].split(" ")[0] for r in rows) + " |",
+             "|---|---|" + "---|" * len(rows)]  # fmt: skip
+    for fam in families:
+        n = rows[0]["families"][test_set][fam].get("n", "")
+        vals = [_fmt(r["families"][test_set].get(fam, {}).get("mpjpe")) for r in rows]
+        lines.append(f"| {fam} | {n} | " + " | ".join(vals) + " |")
+    return "\n".join(lines)
+
+
+def stages_markdown(rep: Report) -> str:
+    lines = ["| stage | done | seconds | counts |", "|---|---|---|---|"]
+    for s in rep.facts["stages"]:
+        counts = ", ".join(f"{k}={v}" for k, v in s["counts"].items())
+        lines.append(f"| {s['stage']} | {'yes' if s['done'] else 'no'} | {_fmt(s['seconds'])} | {counts} |")
+    return "\n".join(lines)
+
+
+def hard_set_markdown(rep: Report) -> str:
+    from posesyn_core.eem.evaluate import format_report
+
+    return format_report(rep.facts["hard_set"]) if rep.facts.get("hard_set") else "_no hidden 3D to check against_"
+
+
+def ablation_markdown(rep: Report) -> str:
+    from posesyn_core.msm.ablation import format_table
+
+    return format_table(rep.facts["mrinit_ablation"]) if rep.facts.get("mrinit_ablation") else "_not available_"
+
+
+def tau_markdown(rep: Report) -> str:
+    lines = ["| tau (mm) | pass rate | kept frames |", "|---|---|---|"]
+    for r in rep.facts["tau_sweep"]:
+        lines.append(f"| {r['tau_mm']:.0f} | {r['pass_rate']:.1%} | {r['kept']} |")
+    return "\n".join(lines)
+
+
+def markdown(rep: Report) -> str:
+    run = rep.facts["run"]
+    parts = [f"# PoseSyn run `{run['name']}`", f"root: `{run['root']}`, seed {run['seed']}", "",
+             "## Results (MPJPE / PA-MPJPE, mm; lower is better)", results_markdown(rep), ""]  # fmt: skip
+    for t in rep.facts["test_sets"][:1]:
+        parts += [f"### Per motion family, {t} (MPJPE, mm)", family_markdown(rep, t), ""]
+    parts += ["## EEM: does the hard set hold real failures? (hidden 3D truth)", hard_set_markdown(rep), "",
+              "## MSM: MR_init ablation (PA-MPJPE of generated frames vs the hard pose's true 3D)",
+              ablation_markdown(rep), "", "## Filter: tau sweep", tau_markdown(rep), "",
+              "## Stages", stages_markdown(rep)]  # fmt: skip
+    if rep.notes:
+        parts += ["", "## Notes", *[f"- {n}" for n in rep.notes]]
+    return "\n".join(parts) + "\n"
+
+
+def _md_table_to_html(md: str) -> str:
+    """Our markdown tables (and plain lines) as HTML, so the page needs no markdown library."""
+    out, rows = [], []
+
+    def flush() -> None:
+        if rows:
+            head, *body = rows
+            out.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr>"
+                       + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in body)
+                       + "</table>")  # fmt: skip
+            rows.clear()
+
+    for line in md.splitlines():
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if not all(set(c) <= {"-"} for c in cells):
+                rows.append(cells)
+        else:
+            flush()
+            if line.strip():
+                out.append(f"<p>{html.escape(line.strip('_'))}</p>")
+    flush()
+    return "\n".join(out)
+
+
+def _img(png: bytes, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+def page(rep: Report) -> str:
+    f = rep.figures
+    run = rep.facts["run"]
+    sections = [
+        ("Results", _md_table_to_html(results_markdown(rep)) + (_img(f["results"], "results") if "results" in f else "")),
+        *[(f"Per motion family: {t}", _md_table_to_html(family_markdown(rep, t))) for t in rep.facts["test_sets"]],
+        ("EEM: score histogram and the hard set", (_img(f["eem_histogram"], "eem") if "eem_histogram" in f else "")
+         + _md_table_to_html(hard_set_markdown(rep))),
+        ("Hard poses (top of the EEM ranking) with captions", _img(f["hard_gallery"], "gallery") if "hard_gallery" in f else ""),
+        ("MSM: MR_init ablation", _md_table_to_html(ablation_markdown(rep))),
+        ("Generated motions", "".join(_img(f[k], k) for k in sorted(f) if k.startswith("motion_strip_"))),
+        ("Synthetic samples (labels projected)", _img(f["contact_sheet"], "contact sheet") if "contact_sheet" in f else ""),
+        ("Filter", (_img(f["filter_histogram"], "filter") if "filter_histogram" in f else "")
+         + _md_table_to_html(tau_markdown(rep))),
+        ("Stages", _md_table_to_html(stages_markdown(rep))),
+    ]  # fmt: skip
+    if rep.notes:
+        sections.append(("Notes", "".join(f"<p>{html.escape(n)}</p>" for n in rep.notes)))
+    body = "\n".join(f"<h2>{html.escape(t)}</h2>\n{c}" for t, c in sections if c)
+    style = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;color:#222}"
+             "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
+             "font-size:13px;text-align:right}th{background:#f3f3f3}td:first-child{text-align:left}"
+             "img{max-width:100%;display:block;margin:.5em 0}")  # fmt: skip
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>PoseSyn report: {html.escape(run['name'])}"
+            f"</title><style>{style}</style></head><body><h1>PoseSyn run {html.escape(run['name'])}</h1>"
+            f"<p>root {html.escape(run['root'])}, seed {run['seed']}</p>{body}</body></html>\n")
