@@ -29,8 +29,11 @@ system-deps:
 	  else echo "error: libOSMesa missing; install it (Debian/Ubuntu: apt-get install libosmesa6)" >&2; exit 2; fi; \
 	fi
 
+# The run, then baselines (b) real-only fine-tuning and (d) random selection (they reuse the run's stages), then the
+# report: runs/demo/report/index.html.
 demo: $(STAMP)
 	$(BIN)/posesyn run examples/demo.yaml
+	$(BIN)/posesyn experiment ablations examples/demo.yaml --only real-only,random
 	$(BIN)/posesyn report examples/demo.yaml
 
 test: $(STAMP)
