@@ -24,9 +24,9 @@ class RetargetSection(StageSection):
     )
     iterations: int = Field(40, ge=0, description="Adam refinement steps per window after the analytic start.")
     shape_iterations: int = Field(100, ge=0, description="Adam steps fitting one body shape to each motion's bones.")
-    lr: float = Field(0.02, gt=0, description="Adam learning rate.")
+    lr: float = Field(0.005, gt=0, description="Adam learning rate of the refinement (radians, metres per step).")
     window: int = Field(64, ge=1, description="Frames optimized jointly; the next window starts from the last one.")
-    smooth_weight: float = Field(0.02, ge=0, description="Weight of the temporal acceleration penalty on joints.")
+    smooth_weight: float = Field(0.02, ge=0, description="Weight of the penalty on the fit residual's acceleration.")
     limit_weight: float = Field(0.01, ge=0, description="Weight of the penalty on pose parameters beyond limits.")
     keep_trajectory: bool = Field(
         False, description="Keep the motion's horizontal root travel (the person may walk out of the image)."

@@ -8,8 +8,9 @@ Motions from the motion model are joint positions only; rendering needs pose par
    the smallest rotation that swings the rest bone onto the target bone (twist left at zero). Parent rotations
    are accumulated, so each local rotation is expressed in the body model's world-aligned joint frame.
 2. Adam refinement of pose, global orientation and translation against
-       |J(theta) - target|^2  +  w_s |joint acceleration|^2  +  w_l |theta outside joint limits|^2  + small priors,
-   where acceleration is taken between consecutive fitted frames of the same clip. Windows of frames are
+       |J(theta) - target|^2  +  w_s |acceleration of the residual|^2  +  w_l |theta outside limits|^2  + priors,
+   where the residual J(theta) - target is differenced over consecutive fitted frames of the same clip (the fit
+   may not jitter around the motion, but is never pulled off a fast motion). Windows of frames are
    optimized one after another, each warm-started from the previous window's last frame, which bounds memory
    for long clips and carries the solution along the motion.
 
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from posesyn_core.body.base import JOINT_LIMITS, BodyModel
+from posesyn_core.body.base import JOINT_LIMITS, BodyModel, RestSkeleton, skeleton_fk
 from posesyn_core.body.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 from posesyn_core.skeleton import NUM_JOINTS, PARENTS
 
@@ -51,12 +52,13 @@ _HINGE_AXES = _hinge_axes()
 class IKConfig:
     iterations: int = 40  # refinement steps per window (the analytic start is already close)
     shape_iterations: int = 100
-    lr: float = 0.02
+    lr: float = 0.005  # small: Adam moves every parameter by ~lr per step, and the start is already close
+    shape_lr: float = 0.02
     window: int = 64  # frames per clip optimized jointly
     smooth_weight: float = 0.02
     limit_weight: float = 0.01  # rad^2 against m^2 joint errors: 0.1 rad past a limit weighs like 1 cm
     pose_prior: float = 1e-4  # keeps unconstrained twists (leaf joints) near zero
-    shape_prior: float = 1e-3  # keeps the fitted body shape near the average one
+    shape_prior: float = 1e-5  # keeps the fitted body shape near the average one where bones do not tell
 
 
 @dataclass
@@ -165,7 +167,7 @@ def fit_shape(body: BodyModel, target: torch.Tensor, iterations: int, lr: float,
     opt = torch.optim.Adam([shape], lr=lr)
     for _ in range(iterations):
         opt.zero_grad(set_to_none=True)
-        rest = body.forward(body.rest_pose(len(target)), shape, vertices=False).joints
+        rest = body.rest_skeleton(shape).joints
         lengths = (rest[:, 1:] - rest[:, parents]).norm(dim=-1)
         loss = ((lengths - goal) ** 2).sum(-1).mean() + prior * ((shape - mean_shape) ** 2).sum(-1).mean()
         loss.backward()
@@ -182,9 +184,9 @@ def fit_clips(body: BodyModel, targets: np.ndarray, config: IKConfig | None = No
     target = torch.as_tensor(targets, dtype=torch.float32, device=dev)
     c, t = target.shape[:2]
     lo, hi = body.joint_limits
-    shape = fit_shape(body, target, cfg.shape_iterations, cfg.lr, cfg.shape_prior)  # (C, S), fixed from here
+    shape = fit_shape(body, target, cfg.shape_iterations, cfg.shape_lr, cfg.shape_prior)  # (C, S), fixed from here
     with torch.no_grad():
-        rest = body.forward(body.rest_pose(c), shape, vertices=False).joints  # (C, 22, 3)
+        rest = body.rest_skeleton(shape).joints  # (C, 22, 3)
     pose_out, orient_out, transl_out = [], [], []
     prev_pose: torch.Tensor | None = None
     for start in range(0, t, cfg.window):
@@ -192,6 +194,7 @@ def fit_clips(body: BodyModel, targets: np.ndarray, config: IKConfig | None = No
         w = goal.shape[1]
         with torch.no_grad():
             rest_w = rest[:, None].expand(c, w, NUM_JOINTS, 3).reshape(-1, NUM_JOINTS, 3)
+            skeleton = RestSkeleton(rest_w)  # the shape is fixed: cheap skeleton FK in the loop
             base = None
             if prev_pose is not None:  # warm start: twists carry over from the previous window's last frame
                 base = axis_angle_to_matrix(prev_pose)[:, None].expand(c, w, -1, 3, 3).reshape(c * w, -1, 3, 3)
@@ -200,12 +203,12 @@ def fit_clips(body: BodyModel, targets: np.ndarray, config: IKConfig | None = No
         orient = orient0.clone().requires_grad_(True)
         transl = transl0.clone().requires_grad_(True)
         opt = torch.optim.Adam([pose, orient, transl], lr=cfg.lr)
-        sh = shape[:, None].expand(c, w, -1).reshape(c * w, -1)
         for _ in range(cfg.iterations):
             opt.zero_grad(set_to_none=True)
-            joints = body.forward(pose, sh, orient, transl, vertices=False).joints.reshape(c, w, NUM_JOINTS, 3)
+            joints = skeleton_fk(skeleton, pose, orient, transl).reshape(c, w, NUM_JOINTS, 3)
             data = ((joints - goal) ** 2).sum(-1).mean()
-            accel = joints[:, 2:] - 2 * joints[:, 1:-1] + joints[:, :-2]
+            resid = joints - goal  # smooth the residual, not the motion: no bias when the fit is exact
+            accel = resid[:, 2:] - 2 * resid[:, 1:-1] + resid[:, :-2]
             smooth = (accel**2).sum(-1).mean() if w > 2 else joints.new_zeros(())
             limits = _limit_penalty(pose, lo, hi).mean()
             loss = (data + cfg.smooth_weight * smooth + cfg.limit_weight * limits

@@ -80,8 +80,8 @@ def test_pose_guidance_draws_a_skeleton():
     assert 64 - 30 < xs.mean() < 64 + 30  # the body is drawn around the image centre
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="needs a CUDA device"))])  # fmt: skip
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device")])])  # fmt: skip
 def test_pipeline_shape_and_determinism(tmp_path, device):
     pipe = PoseGuidedImg2ImgPipeline(**get_dummy_components()).to(device)
     pipe.set_progress_bar_config(disable=True)

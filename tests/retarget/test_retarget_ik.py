@@ -56,6 +56,21 @@ def test_fit_error_below_20mm_on_varied_bodies(body):
     assert excess.max() < 0.3  # in-limit targets are fitted (nearly) within the limits
 
 
+@pytest.mark.slow
+def test_fit_error_below_20mm_on_library_motions(body):
+    """One clip of every motion-library family (the world's 33 families, random subjects), 8 frames each."""
+    from posesyn_core.world.motions import all_families, make_clip, sample_track
+
+    rng = np.random.default_rng(0)
+    clips = []
+    for name in all_families():
+        joints, _ = make_clip(body.rest_skeleton(torch.as_tensor(body.random_shapes(rng, 1))), sample_track(rng, name))
+        clips.append(joints[sample_frames(len(joints), 8, None)])
+    fit = fit_clips(body, np.stack(clips))
+    per_family = dict(zip(all_families(), fit.error_mm.mean(1).round(1), strict=True))
+    assert fit.error_mm.mean() < 20 and max(per_family.values()) < 20, per_family
+
+
 def test_frames_and_travel():
     idx = sample_frames(40, 5, must=17)
     assert len(idx) == 5 and 17 in idx and idx[0] == 0 and idx[-1] == 39
