@@ -166,6 +166,57 @@ def test_stage_containers_run_as_rendered_against_s3(toy_image, s3_server, s3_en
     assert again.returncode == 0 and "up to date, skipping" in again.stderr
 
 
+def write_eem_inputs(root: str, n: int) -> None:
+    """What world and tpe-train would leave in S3: a small 2D pose dataset and a tiny TPE checkpoint (seed 0)."""
+    import numpy as np
+    import torch
+
+    from posesyn_core.data.dataset import PoseSample, write_dataset
+    from posesyn_core.storage import open_store
+    from posesyn_core.tpe.model import TPE, TPEConfig, checkpoint_dict
+    from posesyn_core.tpe.train import save_torch
+
+    store = open_store(root)
+    rng = np.random.default_rng(0)
+    samples, images = [], []
+    for i in range(n):
+        j2d = np.concatenate([rng.uniform(8, 56, (22, 2)), np.ones((22, 1))], 1)
+        samples.append(PoseSample(id=f"s{i:03d}", image=f"images/s{i:03d}.png", width=64, height=64,
+                                  bbox=[8, 8, 48, 48], joints2d=j2d.tolist(), meta={"family": "walk"}))  # fmt: skip
+        images.append(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    write_dataset(store, "world/wild2d", "wild2d", "smpl22", samples, images, image_ext="png", part_size=8)
+    torch.manual_seed(0)
+    save_torch(store, "tpe-train/model.pt", checkpoint_dict(TPE(TPEConfig(img_size=32, widths=(4, 8), head_dim=16))))
+
+
+def test_eem_container_mines_hard_poses_from_s3(images, s3_server, s3_env, s3_bucket, tmp_path):
+    """The real eem image, 2 shards as an Indexed Job, on inputs in S3: scores, hard set and manifest in S3."""
+    if "eem" not in images:
+        pytest.skip("stage 'eem' is not registered yet")
+    n = 16
+    write_eem_inputs(f"s3://{s3_bucket}/runs/it", n)
+    secrets = {SECRET: {k: s3_env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}}
+    run = {"name": "it", "stages": ["eem"], "device": "cpu",
+           "eem": {"shards": 2, "num_challenging": 3, "num_references": 2, "chunk_size": 8, "batch_size": 8}}
+    docs = chart.render(s3_values(s3_server, s3_bucket, run))
+    assert stage_jobs(docs)["eem"]["spec"]["completionMode"] == "Indexed"
+    for result in run_job(docs, "eem", secrets, tmp_path):
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    s3 = boto3.client("s3")
+
+    def get(key: str) -> bytes:
+        return s3.get_object(Bucket=s3_bucket, Key=f"runs/it/eem/{key}")["Body"].read()
+
+    manifest = json.loads(get("_SUCCESS"))
+    assert manifest["stage"] == "eem" and manifest["num_shards"] == 2 and manifest["counts"]["samples_in"] == n
+    assert manifest["versions"]["torch"].startswith("2.") and len(manifest["fingerprint"]) == 24
+    hard = [json.loads(line) for line in get("challenging.jsonl").splitlines()]
+    assert [h["rank"] for h in hard] == [0, 1, 2]
+    assert len(get("scores.jsonl").splitlines()) == n
+    assert get("score_histogram.png")[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 @pytest.mark.parametrize("stage", ["eem", "filter"])
 def test_builtin_stage_image_starts_and_reports_a_usage_error(images, s3_server, s3_env, s3_bucket, tmp_path, stage):
     """The built-in stage images start from their rendered spec, load the run config and map a missing input to
