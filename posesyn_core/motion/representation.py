@@ -100,7 +100,7 @@ def _yaw_quat(yaw: np.ndarray) -> np.ndarray:
 
 
 def rotate_yaw(yaw: np.ndarray | float, v: np.ndarray) -> np.ndarray:
-    """Rotate (..., 3) vectors about +y by `yaw` (broadcast over leading dims): x' = x cos + z sin, z' = z cos - x sin."""
+    """Rotate (..., 3) vectors about +y by `yaw` (broadcast): x' = x cos + z sin, z' = z cos - x sin."""
     c, s = np.cos(yaw), np.sin(yaw)
     x, y, z = v[..., 0], v[..., 1], v[..., 2]
     return np.stack([x * c + z * s, y, z * c - x * s], -1)

@@ -142,7 +142,7 @@ def _load_release(path: str, key: str) -> dict:
 def _train_vqvae(ctx: StageContext, cfg: MotionTrainConfig, train: list[Clip], normalizer: Normalizer) -> MotionVQVAE:
     store, final = ctx.store, ctx.key("vqvae.pt")
     if store.exists(final):
-        return MotionVQVAE.from_checkpoint(load_checkpoint(store, final)).to(ctx.device)
+        return MotionVQVAE.from_checkpoint(load_checkpoint(store, final)).to(ctx.device).eval()
     config = VQVAEConfig(**ARCHITECTURES[cfg.architecture]["vqvae"])
     if cfg.init_vqvae:
         model = MotionVQVAE.from_release(_load_release(cfg.init_vqvae, "net"), config)
@@ -200,6 +200,7 @@ def _train_vqvae(ctx: StageContext, cfg: MotionTrainConfig, train: list[Clip], n
 def _reconstruction_error(model: MotionVQVAE, clips: list[Clip], normalizer: Normalizer, device: str) -> dict:
     """Mean joint position error (mm) of VQ-VAE round trips: global (canonical frame, includes root drift) and
     root-relative per frame."""
+    model.eval()  # a training-mode forward would update the codebook
     ds = model.config.downsample
     errs, rel_errs = [], []
     for c in clips:
@@ -235,7 +236,7 @@ def _train_gpt(ctx: StageContext, cfg: MotionTrainConfig, vqvae: MotionVQVAE, no
                train: list[Clip], text_encoder: TextEncoder) -> T2MGPT:  # fmt: skip
     store, final = ctx.store, ctx.key("t2m_gpt.pt")
     if store.exists(final):
-        return T2MGPT.from_checkpoint(load_checkpoint(store, final)).to(ctx.device)
+        return T2MGPT.from_checkpoint(load_checkpoint(store, final)).to(ctx.device).eval()
     m_len = cfg.mrinit_frames // vqvae.config.downsample
     arch = ARCHITECTURES[cfg.architecture]["gpt"]
     if cfg.init_gpt:

@@ -382,7 +382,8 @@ class T2MGPT(nn.Module):
         """Build from the release's `net_best_fid.pth["trans"]` (HumanML3D config by default). Keys map one to one
         (same names, nothing skipped or transposed); key count and every shape are checked first. With
         mrinit_len > 0 the position tables are then extended for the MR_init prefix (`extend_positions`)."""
-        model = cls(config or T2MGPTConfig())
+        with torch.device("meta"):  # no throwaway initialization of 228M parameters: all come from the release
+            model = cls(config or T2MGPTConfig())
         ours = model.state_dict()
         missing, unexpected = sorted(set(ours) - set(state_dict)), sorted(set(state_dict) - set(ours))
         if missing or unexpected or len(state_dict) != len(ours):

@@ -245,7 +245,8 @@ class MotionVQVAE(nn.Module):
         """Build from the release's `net_last.pth["net"]` (HumanML3D config by default). The one key map: the
         release wraps this module as `HumanVQVAE.vqvae`, so every key carries the `vqvae.` prefix; nothing is
         skipped or transposed. Key count and every shape are checked before copying."""
-        model = cls(config or VQVAEConfig())
+        with torch.device("meta"):  # no throwaway initialization: every tensor comes from the release
+            model = cls(config or VQVAEConfig())
         model.load_state_dict(map_release_state_dict(model, state_dict), strict=True, assign=True)
         model.quantizer.init = True
         return model
