@@ -144,7 +144,10 @@ def _pose_rows(job: PartJob, cfg: WorldConfig, style: str) -> list[dict]:
         subject = int(rng.integers(len(job.subjects)))
         track = sample_track(rng, family)
         _, transl = make_clip(_skeleton(cfg, subject + job.subject_offset, job.subjects[subject]), track)
-        frames = rng.choice(len(transl), size=cfg.frames_per_clip, replace=len(transl) < cfg.frames_per_clip)
+        # Skip the first quarter: most families start from standing and ease into their motion.
+        first = len(transl) // 4
+        frames = first + rng.choice(len(transl) - first, size=cfg.frames_per_clip,
+                                    replace=len(transl) - first < cfg.frames_per_clip)  # fmt: skip
         for f in np.sort(frames):
             rows.append({"family": family, "common": FAMILIES[family].common, "subject": subject, "clip": c,
                          "frame": int(f), "body_pose": track.body_pose[f], "orient": track.global_orient[f],
