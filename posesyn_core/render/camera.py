@@ -37,7 +37,7 @@ def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray = np.array([0.0,
     """OpenCV extrinsics (R, t) of a camera at `eye` looking at `target` with world `up` pointing up in the image."""
     z = target - eye
     z = z / np.linalg.norm(z)
-    x = np.cross(z, up)  # image right = forward x up... with y down this is right-handed: x = y_down x z
+    x = np.cross(z, up)  # image right = forward x up (then y = z x x points down in the image)
     if np.linalg.norm(x) < 1e-6:  # looking straight up/down: any horizontal right vector will do
         x = np.array([1.0, 0.0, 0.0])
     x = x / np.linalg.norm(x)

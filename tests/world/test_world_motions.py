@@ -33,7 +33,8 @@ def test_clips_are_plausible(name, skeleton):
     fam = FAMILIES[name]
     assert fam.duration[0] * FPS - 1 <= len(joints) <= fam.duration[1] * FPS + 1
     # Joint limits hold, bone lengths are constant, nothing goes through the floor.
-    assert (track.body_pose >= JOINT_LIMITS[..., 0] - 1e-6).all() and (track.body_pose <= JOINT_LIMITS[..., 1] + 1e-6).all()
+    lo, hi = JOINT_LIMITS[..., 0], JOINT_LIMITS[..., 1]
+    assert (track.body_pose >= lo - 1e-6).all() and (track.body_pose <= hi + 1e-6).all()
     bones = np.linalg.norm(joints[:, 1:] - joints[:, list(PARENTS[1:])], axis=-1)  # (T, 21)
     assert np.ptp(bones, 0).max() < 1e-5
     surface = (joints[..., 1] - CLEARANCE).min(1)

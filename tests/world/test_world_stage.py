@@ -30,7 +30,8 @@ def build(tmp: Path, name: str, **overrides) -> Path:
 
 def files(root: Path) -> dict[str, bytes]:
     skip = {"_SUCCESS", "_STARTED"}
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file() and p.name not in skip}
+    paths = sorted(p for p in root.rglob("*") if p.is_file() and p.name not in skip)
+    return {str(p.relative_to(root)): p.read_bytes() for p in paths}
 
 
 @pytest.fixture(scope="module")
