@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -45,6 +45,10 @@ class Resources(StrictModel):
 
 class StageSection(StrictModel):
     """Keys every stage section has. Stage-specific sections subclass this."""
+
+    # Keys of a subclass that change how the stage runs but never what it writes (e.g. worker counts): they are
+    # left out of the stage fingerprint, so changing them does not redo finished work.
+    runtime_keys: ClassVar[frozenset[str]] = frozenset()
 
     resources: Resources | None = Field(None, description="Override the stage's default pod resources.")
     shards: int = Field(1, ge=1, description="Parallel shards (only for shardable stages).")

@@ -184,7 +184,7 @@ class StageContext:
 
 
 def section_hash(section: StageSection) -> str:
-    data = section.model_dump(mode="json", exclude=_NON_SEMANTIC)
+    data = section.model_dump(mode="json", exclude=_NON_SEMANTIC | type(section).runtime_keys)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -14,6 +14,8 @@ class WorldConfig(StageSection):
     """Sizes and looks of the mini-world: lab 3D data (common motions, studio), wild 2D data (every motion family,
     cluttered scenes, occluders, unusual viewpoints), held-out test sets and a motion library with texts."""
 
+    runtime_keys = frozenset({"workers"})  # outputs are byte-identical for any worker count (tested)
+
     body_model: Literal["anny", "smpl"] = Field("anny", description="Body model posed and rendered.")
     body_model_path: str | None = Field(None, description="SMPL model file or folder (body_model: smpl only).")
     decimate_cell: float = Field(0.03, gt=0, description="Mesh decimation cell (metres) for the small renders.")

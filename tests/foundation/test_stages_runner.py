@@ -158,3 +158,16 @@ def test_config_schema_is_json():
 
     schema = json.loads(invoke_assert_code(["config", "schema"]).output)
     assert schema["additionalProperties"] is False and "root" in schema["properties"]
+
+
+def test_runtime_keys_do_not_change_the_fingerprint():
+    from posesyn_core.config import StageSection
+    from posesyn_core.stages import section_hash
+
+    class Section(StageSection):
+        runtime_keys = frozenset({"workers"})
+        workers: int = 1
+        size: int = 1
+
+    assert section_hash(Section(workers=4)) == section_hash(Section(workers=1))
+    assert section_hash(Section(size=2)) != section_hash(Section(size=1))
