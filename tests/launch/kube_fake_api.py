@@ -16,6 +16,8 @@ from __future__ import annotations
 import copy
 import json
 import re
+import select
+import socket
 import threading
 import time
 import uuid
@@ -308,7 +310,9 @@ class FakeKubeAPI:
                             left = deadline - time.monotonic()
                             if left <= 0:
                                 break
-                            api.cond.wait(min(left, 0.5))
+                            if self.client_gone():
+                                return
+                            api.cond.wait(min(left, 0.1))
                             continue
                     for rv, kind, obj in events:
                         since = rv
@@ -317,6 +321,14 @@ class FakeKubeAPI:
                         except OSError:  # the client went away
                             return
                 self.end_chunked()
+
+            def client_gone(self) -> bool:
+                """The client closed the connection (it stopped reading the watch): end the stream."""
+                readable, _, _ = select.select([self.connection], [], [], 0)
+                try:
+                    return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+                except OSError:
+                    return True
 
             def pod_log(self, name: str, query: dict[str, str]) -> None:
                 if api.get("pods", name) is None:

@@ -19,13 +19,23 @@ def start_sequencer(kube) -> tuple[threading.Thread, list[int]]:
     return in_thread(sequencer(kube, watch_timeout_s=2))
 
 
+def watcher_watches(api) -> int:
+    """How many watches `posesyn watch` has opened: each follows a snapshot it printed. (The sequencer watches
+    one stage's Job: its selector names the stage.)"""
+    return sum("watch=" in path and "posesyn.ai" not in path for _, path in list(api.requests))
+
+
 def test_watch_follows_a_run_to_success(api, kube, kubeconfig, release):
     controller = JobController(api, {"world": "hold"})
     thread, result = start_sequencer(kube)
     outputs: list[str] = []
     watcher = threading.Thread(target=lambda: outputs.append(invoke(["watch", RELEASE, "--poll", "1"], 0).output))
     watcher.start()
-    wait_for(lambda: api.open_watches >= 2)  # the sequencer's and the watcher's
+    world_running = lambda: (api.get("jobs", "demo-world") or {}).get("status", {}).get("ready")  # noqa: E731
+    wait_for(lambda: world_running() and watcher_watches(api) > 0)
+    seen = watcher_watches(api)
+    # The second watch opened from now follows a snapshot taken after the first one was asked for: world ran.
+    wait_for(lambda: watcher_watches(api) > seen + 1)
     controller.release_hold("world")
     watcher.join(60)
     thread.join(30)
@@ -59,7 +69,7 @@ def test_watch_survives_watch_expiry(api, kube, kubeconfig, release):
     done: list[str] = []
     watcher = threading.Thread(target=lambda: done.append(invoke(["watch", RELEASE, "--poll", "30"], 0).output))
     watcher.start()
-    wait_for(lambda: "world" in controller.started and api.open_watches >= 2)  # sequencer's + watch's
+    wait_for(lambda: "world" in controller.started and watcher_watches(api) > 0 and api.open_watches >= 2)
     api.expire_watches()
     wait_for(lambda: api.gone_served >= 2)
     controller.release_hold("world")
