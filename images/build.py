@@ -117,6 +117,12 @@ def base_requirements() -> list[str]:
     return pinned([*deps, *BASE_EXTRA])
 
 
+def split_nodeps(requirements: list[str]) -> tuple[list[str], list[str]]:
+    """(installed with their dependencies, installed with --no-deps)."""
+    nodeps = [r for r in requirements if _dist_name(r).lower() in NO_DEPS]
+    return [r for r in requirements if r not in nodeps], nodeps
+
+
 def system_packages(spec_packages: tuple[str, ...]) -> list[str]:
     return sorted({deb for req in spec_packages for deb in SYSTEM_PACKAGES.get(_dist_name(req), ())})
 
@@ -193,8 +199,7 @@ def rootfs(cache: Path) -> str:
 
 def download_wheels(requirements: list[str], wheels: Path, constraints: Path) -> None:
     """`pip download` on this host into the wheel cache (files already there are reused)."""
-    nodeps = [r for r in requirements if _dist_name(r).lower() in NO_DEPS]
-    normal = [r for r in requirements if r not in nodeps]
+    normal, nodeps = split_nodeps(requirements)
     pip = [sys.executable, "-m", "pip", "download", "-q", "-d", str(wheels)]
     if normal:
         sh(*pip, "-c", str(constraints), *normal)
@@ -207,8 +212,7 @@ def context(dest: Path, wheels: Path, requirements: list[str], files: dict[str, 
     the requirements split into requirements.txt and requirements-nodeps.txt (NO_DEPS)."""
     shutil.rmtree(dest, ignore_errors=True)
     (dest / "wheels").mkdir(parents=True)
-    nodeps = [r for r in requirements if _dist_name(r).lower() in NO_DEPS]
-    normal = [r for r in requirements if r not in nodeps]
+    normal, nodeps = split_nodeps(requirements)
     with tempfile.TemporaryDirectory() as tmp:
         for reqs, flags in ((normal, []), (nodeps, ["--no-deps"])):
             if reqs:

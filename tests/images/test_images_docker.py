@@ -27,7 +27,8 @@ from chart_cases import stage_jobs, toy_registry  # noqa: E402
 from posesyn_core import __version__, pipeline  # noqa: E402
 from posesyn_core.launch import chart  # noqa: E402
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow]
+# A first build on a fresh machine (debootstrap, wheels, base image) takes minutes; later ones hit the caches.
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(2400)]
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("POSESYN_IMAGE_CACHE", "/var/cache/posesyn-images"))
