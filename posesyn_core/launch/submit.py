@@ -149,7 +149,8 @@ def submit(run_yaml: Path, values_files: list[Path], release: str | None, namesp
         helm.template(chart, release, namespace or "default", values)
         # 3. Make room: the release's old Jobs go (templates are immutable), unless it is still running.
         kube = Kube.connect(namespace)
-        for name in check_release(kube, release, run.name, force):
+        run_name = values.get("run", {}).get("name") or run.name  # a values file may rename the run
+        for name in check_release(kube, release, run_name, force):
             delete_and_wait(kube, name)
         mark_run(kube, release, "Pending", f"Submitted {run_yaml.name}")
         # 4. Install or upgrade.

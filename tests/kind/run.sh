@@ -89,7 +89,9 @@ done
 echo "no stage pod on the tainted gpu node(s): $gpu_nodes"
 
 # The outputs live on the run's volume: read every stage's _SUCCESS manifest from a pod that mounts it.
-RUN_NAME=$("$PYTHON" -c "from posesyn_core.pipeline import load_run_config as l; print(l('$RUN_YAML').name)")
+# (the run name, which is also the folder on the volume, may come from a values file: read it off the Jobs)
+RUN_NAME=$(kubectl -n "$NS" get jobs -l "app.kubernetes.io/instance=$RELEASE,posesyn.ai/stage" \
+  -o jsonpath='{.items[0].metadata.labels.posesyn\.ai/run}')
 CLAIM="$RELEASE-posesyn-data"
 cat <<EOF | kubectl -n "$NS" apply -f -
 apiVersion: batch/v1
