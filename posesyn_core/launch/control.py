@@ -52,7 +52,12 @@ def cancel_run(kube: Kube, release: str) -> list[str]:
     mark_run(kube, release, "Cancelled", "Cancelled by posesyn cancel")
     suspended = []
     for job in ([snap.sequencer] if snap.sequencer else []) + snap.stages:
-        if not job.is_done and not job.is_suspended:
+        if job.is_done:
+            continue
+        if job.queue:  # take it out of its Kueue queue too, or Kueue would admit (unsuspend) it later
+            kube.patch_job(job.name, {"metadata": {"labels": {KUEUE_QUEUE: None}}, "spec": {"suspend": True}})
+            suspended.append(job.name)
+        elif not job.is_suspended:
             kube.patch_job(job.name, {"spec": {"suspend": True}})
             suspended.append(job.name)
     return suspended

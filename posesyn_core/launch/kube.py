@@ -284,6 +284,11 @@ class StageJob:
         return bool(self.job.get("spec", {}).get("suspend")) and not self.is_done
 
     @property
+    def queue(self) -> str | None:
+        """The Kueue queue the sequencer handed this Job to (Kueue unsuspends it on admission)."""
+        return self.labels.get(KUEUE_QUEUE)
+
+    @property
     def has_succeeded(self) -> bool:
         return condition(self.job, "Complete") is not None
 
@@ -311,7 +316,7 @@ class StageJob:
         if self.has_failed:
             return "Failed"
         if self.is_suspended:
-            return "Suspended"
+            return "Queued" if self.queue else "Suspended"
         return "Running" if self.is_running else "Pending"
 
     @property
@@ -372,6 +377,7 @@ class StageJob:
     def status(self) -> str:
         """One sentence: "Stage animate is pending: cannot be scheduled: 0/3 nodes are available: ..."."""
         words = {"Succeeded": "succeeded", "Failed": "failed", "Suspended": "is suspended (waiting for its turn)",
+                 "Queued": f"is queued in Kueue queue {self.queue} (waiting for admission: quota or capacity)",
                  "Running": "is running", "Pending": "is pending"}[self.state]
         parts = [f"Stage {self.stage} {words}"]
         if self.shards_total > 1 and not self.is_suspended:

@@ -20,7 +20,8 @@ from rich.table import Table
 
 from posesyn_core.launch.kube import GONE, Kube, KubeError, RunSnapshot, StageJob, release_selector, snapshot
 
-COLOURS = {"Succeeded": "green", "Failed": "red", "Running": "cyan", "Pending": "yellow", "Suspended": "dim"}
+COLOURS = {"Succeeded": "green", "Failed": "red", "Running": "cyan", "Pending": "yellow", "Suspended": "dim",
+           "Queued": "magenta"}
 
 
 def format_duration(seconds: float | None) -> str:

@@ -416,7 +416,8 @@ def job_manifest(release: str, stage: str, index: int, completions: int = 1, sus
 
 
 class JobController:
-    """Drives unsuspended Jobs to an outcome: "succeed", "fail" (exit 1, backoffLimit), "oom" (exit 137),
+    """Plays Kueue (admits, i.e. unsuspends, a Job as soon as it has a queue label) and drives unsuspended Jobs
+    to an outcome: "succeed", "fail" (exit 1, backoffLimit), "oom" (exit 137),
     "config" (exit 2, podFailurePolicy), "unschedulable" (stays Pending with a FailedScheduling event),
     "hold" (pods keep running until `release_hold(stage)`)."""
 
@@ -428,7 +429,12 @@ class JobController:
         api.on_write.append(self.on_write)
 
     def on_write(self, resource: str, verb: str, obj: dict) -> None:
-        if resource != "jobs" or obj.get("spec", {}).get("suspend") or obj.get("status", {}).get("startTime"):
+        if resource != "jobs":
+            return
+        labels = obj["metadata"].get("labels") or {}
+        if obj["spec"].get("suspend") and "kueue.x-k8s.io/queue-name" in labels:  # Kueue admits it at once
+            obj = self.api.update("jobs", obj["metadata"]["name"], lambda j: j["spec"].update(suspend=False))
+        if obj.get("spec", {}).get("suspend") or obj.get("status", {}).get("startTime"):
             return
         stage = obj["metadata"]["labels"].get("posesyn.ai/stage")
         if stage is None:

@@ -40,6 +40,16 @@ def test_failed_stage_stops_the_run_and_later_stages_stay_suspended(api, kube, r
     assert "eem.state" not in data
 
 
+def test_with_kueue_the_sequencer_hands_each_stage_to_its_queue(api, kube, release, controller):
+    for stage in STAGES:  # what the chart renders with kueue.enabled
+        api.update("jobs", f"{RELEASE}-{stage}",
+                   lambda j: j["metadata"].setdefault("annotations", {}).update({"posesyn.ai/queue-name": "gpu"}))
+    assert sequencer(kube).run() == EXIT_SUCCEEDED
+    assert controller.started == STAGES
+    for stage in STAGES:
+        assert api.get("jobs", f"{RELEASE}-{stage}")["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu"
+
+
 def test_config_error_is_reported_as_do_not_retry(api, kube, release):
     JobController(api, {"world": "config"})
     assert sequencer(kube).run() == EXIT_RUN_FAILED

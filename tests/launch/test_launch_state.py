@@ -36,6 +36,14 @@ def test_suspended_job_is_waiting_for_its_turn():
     assert s.index == 7
 
 
+def test_job_handed_to_kueue_is_queued():
+    j = job(suspend=True)
+    j["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] = "gpu-batch"
+    s = StageJob(j)
+    assert s.state == "Queued" and s.is_suspended and not s.is_waiting
+    assert s.status == "Stage animate is queued in Kueue queue gpu-batch (waiting for admission: quota or capacity)"
+
+
 def test_unschedulable_pod_is_explained_with_the_scheduler_event():
     p = pod("Pending", conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
                                     "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}])
