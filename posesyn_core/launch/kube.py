@@ -155,8 +155,6 @@ def explain_exit(exit_code: int | None, reason: str | None, stage: str, memory: 
         return "too much bad input data (quarantine over max_bad_fraction): fix the dataset, do not retry"
     if exit_code == 143:
         return "was terminated (SIGTERM: node drain, preemption or cancel): may be transient, retry"
-    if reason == "DeadlineExceeded":
-        return "ran past its deadline"
     return f"exited with code {exit_code}{f' ({reason})' if reason and reason != 'Error' else ''}: may be " \
            f"transient, retry with `posesyn resume`"
 
@@ -276,7 +274,7 @@ class StageJob:
         return int(value) if value is not None else 1_000
 
     @property
-    def status_(self) -> dict:
+    def job_status(self) -> dict:
         return self.job.get("status") or {}
 
     @property
@@ -325,20 +323,20 @@ class StageJob:
 
     @property
     def shards_done(self) -> int:
-        return int(self.status_.get("succeeded") or 0)
+        return int(self.job_status.get("succeeded") or 0)
 
     def pods_in(self, phase: str) -> int:
         return sum(p.phase == phase for p in self.pods)
 
     @property
     def failed_attempts(self) -> int:
-        return int(self.status_.get("failed") or 0)
+        return int(self.job_status.get("failed") or 0)
 
     def elapsed_s(self, now: datetime | None = None) -> float | None:
-        start = parse_time(self.status_.get("startTime"))
+        start = parse_time(self.job_status.get("startTime"))
         if start is None:
             return None
-        end = parse_time(self.status_.get("completionTime"))
+        end = parse_time(self.job_status.get("completionTime"))
         failed = condition(self.job, "Failed")
         if end is None and failed:
             end = parse_time(failed.get("lastTransitionTime"))

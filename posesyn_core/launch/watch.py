@@ -18,7 +18,16 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from posesyn_core.launch.kube import GONE, Kube, KubeError, RunSnapshot, StageJob, release_selector, snapshot
+from posesyn_core.launch.kube import (
+    GONE,
+    TRANSIENT_HTTP,
+    Kube,
+    KubeError,
+    RunSnapshot,
+    StageJob,
+    release_selector,
+    snapshot,
+)
 
 COLOURS = {"Succeeded": "green", "Failed": "red", "Running": "cyan", "Pending": "yellow", "Suspended": "dim",
            "Queued": "magenta"}
@@ -99,7 +108,7 @@ def wait_for_change(kube: Kube, release: str, resource_version: str, timeout_s: 
             if kind != "BOOKMARK":
                 return
     except KubeError as e:
-        if e.status not in (GONE, None, 429, 500, 502, 503, 504):
+        if e.status not in (GONE, None, *TRANSIENT_HTTP):
             raise
         if e.status != GONE:
             time.sleep(1.0)
