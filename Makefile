@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PYOPENGL_PLATFORM ?= osmesa
 
-.PHONY: demo test test-fast system-deps venv images kind-test bench clean
+.PHONY: demo test test-fast system-deps venv images chart kind-test bench clean
 
 $(STAMP): pyproject.toml Makefile
 	@$(MAKE) --no-print-directory system-deps
@@ -44,6 +44,18 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
+
+# Container images, built offline from a debootstrap rootfs + wheels from this venv (see images/README).
+images: $(STAMP)
+	$(BIN)/python images/build.py
+
+# Regenerate the chart's values schema/stage list and the per-stage Dockerfiles from the stage registry.
+chart: $(STAMP)
+	$(BIN)/python -m posesyn_core.launch.chart && $(BIN)/python images/build.py --generate
+
+# A real cluster: kind + the images + the chart with the demo at a tiny scale (skips when docker/kind are missing).
+kind-test: $(STAMP)
+	bash tests/kind/run.sh
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
