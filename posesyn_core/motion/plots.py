@@ -13,8 +13,9 @@ CHAIN_COLORS = ("#d62728", "#1f77b4", "#333333", "#ff7f0e", "#17becf")
 
 
 def skeleton_strip_png(joints: np.ndarray, title: str = "", panels: int = 8, fps: int = 20) -> bytes:
-    """(L, 22, 3) joints (y up) -> PNG bytes: `panels` evenly spaced frames projected on the x-y plane (a front
-    view of motions in HumanML3D's canonical frame, which face +z at frame 0), each centred on its root."""
+    """(L, 22, 3) joints (y up) -> PNG bytes: `panels` evenly spaced frames projected on the z-y plane (a side
+    view of motions in HumanML3D's canonical frame, which face +z at frame 0: bending and stepping show), each
+    centred on its root."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -29,7 +30,7 @@ def skeleton_strip_png(joints: np.ndarray, title: str = "", panels: int = 8, fps
     for ax, f in zip(axes[0], frames, strict=True):
         pose = joints[f] - joints[f, 0] * np.array([1.0, 0.0, 1.0])  # centre each panel on its root
         for chain, color in zip(KINEMATIC_CHAIN, CHAIN_COLORS, strict=True):
-            ax.plot(pose[list(chain), 0], pose[list(chain), 1], "-o", color=color, lw=2, ms=2)
+            ax.plot(pose[list(chain), 2], pose[list(chain), 1], "-o", color=color, lw=2, ms=2)
         ax.axhline(0.0, color="#999999", lw=0.8)
         ax.set_xlim(-0.9, 0.9)
         ax.set_ylim(lo, hi)

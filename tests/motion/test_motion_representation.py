@@ -85,3 +85,12 @@ def test_library_clips_round_trip():
         assert np.isfinite(feats).all(), family
         worst = max(worst, np.abs(features_to_joints(feats, origin) - joints[:-1]).max())
     assert worst < 1e-3
+
+
+def test_skeleton_strip_png():
+    from posesyn_core.motion.plots import skeleton_strip_png
+
+    png = skeleton_strip_png(synthetic_motion(30, seed=1), title="a person walks", panels=4)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    with pytest.raises(ValueError, match="joints must be"):
+        skeleton_strip_png(np.zeros((0, 22, 3)))
