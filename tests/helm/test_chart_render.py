@@ -116,6 +116,7 @@ def test_sequencer_job_and_least_privilege_role(toy):
     assert granted == {
         *{("batch", "jobs", v, ()) for v in ("get", "list", "watch", "patch")},
         *{("", r, v, ()) for r in ("pods", "pods/log") for v in ("get", "list", "watch")},
+        ("", "events", "get", ()), ("", "events", "list", ()),
         ("", "configmaps", "create", ()),
         *{("", "configmaps", v, ("r2-posesyn-status",)) for v in ("get", "patch", "update")},
     }
