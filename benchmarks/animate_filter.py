@@ -2,9 +2,10 @@
 
     PYOPENGL_PLATFORM=osmesa .venv/bin/python benchmarks/animate_filter.py --frames 10240 --workers 2
 
-Builds a throwaway run: standing reference people rendered by the world renderer (128x128 crops), smooth random
-motions of randomly shaped ANNY bodies, a randomly initialized TPE of the default architecture (speed does not
-depend on its weights); then runs the real `retarget`, `animate` and `filter` stages and prints their timings.
+Builds a throwaway run: standing reference people rendered by the world renderer (128x128 crops), motion-library
+clips of every family on randomly shaped ANNY subjects (standing in for msm's motions), a randomly initialized
+TPE of the default architecture (speed does not depend on its weights); then runs the real `retarget`,
+`animate` and `filter` stages and prints their timings.
 Target (issue 7): >= 10k frames animated and filtered in < 4 minutes on 2 cores.
 """
 
@@ -21,6 +22,26 @@ os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "animate"))
 
 
+def library_motions(store, body, n: int) -> None:  # noqa: ANN001
+    """n motion-library clips (families in turn, random subjects) written where msm writes its motions."""
+    import numpy as np
+    import torch
+
+    from posesyn_core.data.motions import MotionClip, write_motions
+    from posesyn_core.world.motions import all_families, make_clip, sample_track
+
+    rng = np.random.default_rng(0)
+    families = all_families()
+    clips = []
+    for i in range(n):
+        track = sample_track(rng, families[i % len(families)])
+        joints, _ = make_clip(body.rest_skeleton(torch.as_tensor(body.random_shapes(rng, 1))), track)
+        clips.append(MotionClip(f"hard-{i:05d}-m0", families[i % len(families)], joints.astype(np.float32),
+                                track.texts, {"source_id": f"hard-{i:05d}", "caption": track.texts[0],
+                                              "best_frame": len(joints) // 2}))  # fmt: skip
+    write_motions(store, "msm/motions", "motions", clips)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=10240, help="synthetic frames to produce")
@@ -32,7 +53,7 @@ def main() -> None:
 
     import torch
 
-    from test_animate_render import make_motions, make_references
+    from test_animate_render import make_references
 
     from posesyn_core.body import load_body_model
     from posesyn_core.pipeline import RunConfig
@@ -47,7 +68,7 @@ def main() -> None:
     t0 = time.perf_counter()
     body = load_body_model("anny", decimate_cell=0.02)
     make_references(store, body, args.references)
-    make_motions(store, body, motions)
+    library_motions(store, body, motions)
     torch.manual_seed(0)
     save_torch(store, "tpe-train/model.pt", checkpoint_dict(TPE(TPEConfig())))
     print(f"setup: {motions} motions, {args.references} references in {time.perf_counter() - t0:.1f} s")

@@ -1,1 +1,1 @@
-"""Filtering: keep the synthetic frames the target pose estimator can explain within tau (paper section 3.4)."""
+"""Filtering: keep the synthetic frames the target pose estimator can explain within tau (the paper's filter)."""

@@ -1,6 +1,6 @@
 """The `filter` stage: the TPE judges every generated frame; frames it cannot explain within tau are dropped.
 
-Paper (section 3.4): synthetic frames whose TPE prediction is far from the motion's 3D label are mostly failed
+Paper: synthetic frames whose TPE prediction is far from the motion's 3D label are mostly failed
 generations (a limb rendered behind the body, a person half out of the image), not hard poses. The error is the
 root-relative mean per-joint position error in millimetres (facts.md: tau = 120 mm only makes sense as a mean).
 

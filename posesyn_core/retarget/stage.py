@@ -15,12 +15,18 @@ and `retarget/summary.json` (body model, fit error statistics). The body is pose
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from posesyn_core.data.motions import MotionClip, read_motions
 from posesyn_core.errors import DataError
 from posesyn_core.retarget.placement import Reference, default_camera, place
 from posesyn_core.stages import StageContext
+
+if TYPE_CHECKING:
+    from posesyn_core.body import BodyModel
+    from posesyn_core.retarget.config import RetargetSection
 
 SUMMARY_PERCENTILES = (50, 90, 99)
 
@@ -68,7 +74,7 @@ def _chunk_key(ctx: StageContext, c: int, ext: str) -> str:
     return ctx.key("chunks", f"chunk-{c:05d}.{ext}")
 
 
-def fit_chunk(ctx: StageContext, body, clips: list[MotionClip], refs: list[tuple[Reference, dict]], c: int) -> None:
+def fit_chunk(ctx: StageContext, body: BodyModel, clips: list[MotionClip], refs: list[tuple[Reference, dict]], c: int) -> None:
     """Fit one chunk of motions, place each in a randomly drawn reference camera, write the chunk."""
     import torch
 
@@ -78,13 +84,14 @@ def fit_chunk(ctx: StageContext, body, clips: list[MotionClip], refs: list[tuple
     cfg = ctx.config
     rng = ctx.rng(c)
     frames = np.stack([sample_frames(len(m.joints), cfg.frames_per_motion, m.meta.get("best_frame")) for m in clips])
-    targets = np.stack([m.joints if cfg.keep_trajectory else without_travel(m.joints) for m in clips])
-    targets = np.take_along_axis(targets, frames[:, :, None, None], axis=1)  # (M, F, 22, 3)
+    # Clips may differ in length; the sampled frames do not: (M, F, 22, 3).
+    targets = np.stack([(m.joints if cfg.keep_trajectory else without_travel(m.joints))[idx]
+                        for m, idx in zip(clips, frames, strict=True)])  # fmt: skip
     ik = IKConfig(iterations=cfg.iterations, shape_iterations=cfg.shape_iterations, lr=cfg.lr, window=cfg.window,
                   smooth_weight=cfg.smooth_weight, limit_weight=cfg.limit_weight)  # fmt: skip
     fit = fit_clips(body, targets, ik)
 
-    m, f = frames.shape
+    m = len(frames)
     choice = rng.integers(0, len(refs), m)
     rot = np.zeros((m, 3, 3))
     shift = np.zeros((m, 3))
@@ -118,7 +125,7 @@ def fit_chunk(ctx: StageContext, body, clips: list[MotionClip], refs: list[tuple
     ctx.store.write_jsonl(_chunk_key(ctx, c, "jsonl"), [r for r, k in zip(rows, keep, strict=True) if k])
 
 
-def load_body(cfg):
+def load_body(cfg: RetargetSection) -> BodyModel:
     from posesyn_core.body import load_body_model
 
     return load_body_model(cfg.body_model, cfg.body_model_path)

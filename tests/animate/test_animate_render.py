@@ -72,17 +72,18 @@ def make_motions(store, body, n: int, frames: int = 30) -> list[MotionClip]:
     lo, hi = JOINT_LIMITS[..., 0], JOINT_LIMITS[..., 1]
     clips = []
     for c in range(n):
+        length = frames + c  # clips of one chunk differ in length, as library motions do
         a, b = (lo + (hi - lo) * rng.uniform(0.3, 0.7, (21, 3)) for _ in range(2))
-        s = np.linspace(0, 1, frames)[:, None, None]
+        s = np.linspace(0, 1, length)[:, None, None]
         pose = torch.as_tensor(a * (1 - s) + b * s, dtype=torch.float32)
-        shape = torch.as_tensor(body.random_shapes(rng, 1)).expand(frames, -1)
-        orient = torch.zeros(frames, 3)
+        shape = torch.as_tensor(body.random_shapes(rng, 1)).expand(length, -1)
+        orient = torch.zeros(length, 3)
         orient[:, 1] = float(rng.uniform(-np.pi, np.pi))
         with torch.no_grad():
             out, _ = body.stand_on_floor(pose, shape, orient)
         clips.append(MotionClip(f"hard-{c}-m0", "synthetic", out.joints.numpy(), [f"motion {c}"],
                                 {"source_id": f"hard-{c}", "caption": f"a person doing motion {c}",
-                                 "best_frame": frames // 2}))  # fmt: skip
+                                 "best_frame": length // 2}))  # fmt: skip
     write_motions(store, "msm/motions", "motions", clips)
     return clips
 
