@@ -2,7 +2,8 @@
 only the mini-world has (never read by the stages themselves).
 
 `hard_set_report` returns, for the dataset and for the top K_C: the motion-family histogram (counts and shares) and
-the TPE's true 3D error (root-relative MPJPE and PA-MPJPE, mm) of its predictions against the hidden GT.
+the TPE's true 3D error (root-relative MPJPE and PA-MPJPE, mm) of its predictions against the hidden GT, and the
+share of samples from families the TPE never saw (`meta.common` false in the mini-world).
 """
 
 from __future__ import annotations
@@ -52,10 +53,14 @@ def hard_set_report(store: Store, hidden: dict[str, np.ndarray], eem_prefix: str
     err = mpjpe(pred, gt, relative=True)
     pa = pa_mpjpe(pred, gt)
     is_hard = np.array([i in hard_ids for i, h in zip(ids, have, strict=True) if h])
-    families = [ds.samples[i].meta.get("family", "unknown") for i, h in zip(p["index"], have, strict=True) if h]
+    metas = [ds.samples[i].meta for i, h in zip(p["index"], have, strict=True) if h]
+    families = [m.get("family", "unknown") for m in metas]
+    # The mini-world marks families a lab capture holds as `common`: the TPE never saw the others in training.
+    unseen = np.array([m.get("common") is False for m in metas])
 
     def block(mask: np.ndarray) -> dict:
         return {"samples": int(mask.sum()), "mpjpe_mm": float(err[mask].mean()), "pa_mpjpe_mm": float(pa[mask].mean()),
+                "unseen_family_share": float(unseen[mask].mean()),
                 "families": _shares(Counter(f for f, m in zip(families, mask, strict=True) if m))}  # fmt: skip
 
     everything, hard = block(np.ones(len(err), bool)), block(is_hard)
@@ -66,9 +71,10 @@ def hard_set_report(store: Store, hidden: dict[str, np.ndarray], eem_prefix: str
 def format_report(report: dict, top: int = 10) -> str:
     """Markdown: error table, then the family shares side by side (families of the hard set first)."""
     a, h = report["all"], report["challenging"]
-    lines = ["| set | samples | MPJPE (mm) | PA-MPJPE (mm) |", "|---|---|---|---|",
-             f"| all | {a['samples']} | {a['mpjpe_mm']:.1f} | {a['pa_mpjpe_mm']:.1f} |",
-             f"| challenging ({report['selection']}) | {h['samples']} | {h['mpjpe_mm']:.1f} | {h['pa_mpjpe_mm']:.1f} |",
+    lines = ["| set | samples | MPJPE (mm) | PA-MPJPE (mm) | unseen families |", "|---|---|---|---|---|",
+             f"| all | {a['samples']} | {a['mpjpe_mm']:.1f} | {a['pa_mpjpe_mm']:.1f} | {a['unseen_family_share']:.1%} |",
+             f"| challenging ({report['selection']}) | {h['samples']} | {h['mpjpe_mm']:.1f} | {h['pa_mpjpe_mm']:.1f} "
+             f"| {h['unseen_family_share']:.1%} |",
              "", "| family | share of challenging | share of all |", "|---|---|---|"]  # fmt: skip
     for fam, v in list(h["families"].items())[:top]:
         lines.append(f"| {fam} | {v['share']:.1%} | {a['families'].get(fam, {'share': 0.0})['share']:.1%} |")

@@ -109,4 +109,4 @@ def test_hard_set_report_against_hidden_truth(world: Path) -> None:
     assert report["all"]["samples"] == N - 4 and report["challenging"]["samples"] == 5
     assert sum(v["count"] for v in report["all"]["families"].values()) == N - 4
     assert report["all"]["mpjpe_mm"] > report["all"]["pa_mpjpe_mm"] > 0
-    assert "| challenging (eem) | 5 |" in format_report(report)
+    assert "| challenging (eem) | 5 |" in format_report(report) and report["all"]["unseen_family_share"] == 0.0
