@@ -15,7 +15,7 @@ from posesyn_core.stages import StageContext
 from posesyn_core.storage import join
 from posesyn_core.tpe.config import EstimatorRef, TrainingSection
 from posesyn_core.tpe.data import CropSet, load_cropset, resolve, resolve_file
-from posesyn_core.tpe.inference import Estimator, load_estimator
+from posesyn_core.tpe.inference import Estimator, Prediction, load_estimator
 from posesyn_core.tpe.model import TPE, TPEConfig, checkpoint_dict, model_from_checkpoint
 from posesyn_core.tpe.train import Source, load_torch, save_torch, train
 
@@ -101,7 +101,7 @@ METRICS = {
 }
 
 
-def _sample_metrics(pred, arrays: dict, joint_set: str, alpha: float) -> dict[str, np.ndarray]:  # noqa: ANN001
+def _sample_metrics(pred: Prediction, arrays: dict, joint_set: str, alpha: float) -> dict[str, np.ndarray]:
     """Per-sample metrics of one chunk: MPJPE/PA-MPJPE where 3D labels exist (NaN elsewhere), PCK on 2D."""
     gt3d = arrays["joints3d"]
     has3d = np.isfinite(gt3d).all((1, 2))
