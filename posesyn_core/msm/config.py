@@ -21,6 +21,10 @@ class MsmSection(StageSection):
     )
     num_motions: int = Field(4, ge=1, description="N: motions sampled per challenging sample.")
     num_frames: int = Field(64, ge=4, description="L: frames per motion at 20 fps (a multiple of 4).")
+    align_to_2d: bool = Field(
+        True, description="Turn each pseudo-label in the image plane so its torso matches the GT 2D torso before "
+        "MR_init (a failing TPE predicts upright people; false = the paper's raw pseudo-label)."
+    )  # fmt: skip
     temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
     top_k: int | None = Field(None, ge=1, description="Keep only the k most likely codes per step (None: all).")
     top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling mass (None: off).")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from posesyn_core.caption.posecodes import camera_to_upright
+from posesyn_core.caption.posecodes import align_to_2d, camera_to_upright
 from posesyn_core.metrics import pa_mpjpe
 from posesyn_core.msm.config import Conditioning
 
@@ -28,6 +28,16 @@ class MsmOutput:
     best_frame: np.ndarray  # (B, N) index of the frame closest to the hard pose
     best_pa_mpjpe: np.ndarray  # (B, N) PA-MPJPE (mm) of that frame vs the pseudo-label
     texts: list[list[str]]  # (B, N) the text each motion was conditioned on ("" when text is off)
+
+
+def pseudo_labels(rows: Sequence[dict], align: bool = True) -> np.ndarray:
+    """(B, 22, 3) camera-frame pseudo-labels of challenging rows; with `align`, each turned in the image plane so its
+    torso points where the GT 2D torso points (`caption.posecodes.align_to_2d`)."""
+    poses = [np.asarray(r["joints3d"], np.float64) for r in rows]
+    if align:
+        poses = [align_to_2d(p, r["joints2d"], r["joint_set"]) if "joints2d" in r else p
+                 for p, r in zip(poses, rows, strict=True)]  # fmt: skip
+    return np.stack(poses) if poses else np.zeros((0, 22, 3))
 
 
 def closest_frames(motions: np.ndarray, pose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

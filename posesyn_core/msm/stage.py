@@ -13,7 +13,7 @@ import numpy as np
 
 from posesyn_core.data.motions import MotionClip, finish_motions, motion_part_exists, write_motion_part
 from posesyn_core.errors import ConfigError, DataError
-from posesyn_core.msm.pipeline import MotionSynthesisPipeline
+from posesyn_core.msm.pipeline import MotionSynthesisPipeline, pseudo_labels
 from posesyn_core.stages import StageContext
 from posesyn_core.storage import join, open_store
 
@@ -60,7 +60,7 @@ def synthesize_chunk(ctx: StageContext, pipe: MotionSynthesisPipeline, rows: lis
     seeds = ctx.rng(chunk).integers(0, 2**31 - 1, size=max(1, -(-len(good) // cfg.batch_size)))
     for bi, start in enumerate(range(0, len(good), cfg.batch_size)):
         batch = good[start : start + cfg.batch_size]
-        poses = np.array([r["joints3d"] for r in batch], np.float64)
+        poses = pseudo_labels(batch, cfg.align_to_2d)
         out = pipe(poses, [captions.get(r["id"], []) for r in batch], seed=int(seeds[bi]),
                    cycle_captions=cfg.captions == "cycle")  # fmt: skip
         for i, row in enumerate(batch):

@@ -55,12 +55,13 @@ def save_motion_model(store, prefix: str, c: dict) -> None:  # noqa: ANN001
 
 
 def hard_rows(n: int) -> list[dict]:
-    """n challenging rows with camera-frame pseudo-labels (poses of a synthetic moving skeleton)."""
-    from tests.motion.synthetic import synthetic_motion
+    """n challenging rows with camera-frame pseudo-labels: a standing body, tilted and with jittered joints."""
+    from tests.caption.test_caption import STAND, rot_x
 
+    rng = np.random.default_rng(0)
     rows = []
     for i in range(n):
-        pose = synthetic_motion(frames=24, seed=i)[10 + i % 10]
+        pose = rot_x(STAND, 30.0 * i) + rng.normal(0, 0.03, (22, 3))
         cam = (pose - pose[0]) @ WORLD_TO_CAMERA_AXES.T
         rows.append({"id": f"s{i:03d}", "index": i, "joints3d": cam.tolist(), "family": "cartwheel"})
     return rows
