@@ -23,7 +23,7 @@ class RetargetSection(StageSection):
         16, ge=1, description="Frames fitted (and later animated) per motion, evenly spaced, incl. the hard frame."
     )
     iterations: int = Field(40, ge=0, description="Adam refinement steps per window after the analytic start.")
-    shape_iterations: int = Field(100, ge=0, description="Adam steps fitting one body shape to each motion's bones.")
+    shape_iterations: int = Field(5, ge=0, description="Gauss-Newton steps fitting one body shape per motion's bones.")
     lr: float = Field(0.005, gt=0, description="Adam learning rate of the refinement (radians, metres per step).")
     window: int = Field(64, ge=1, description="Frames optimized jointly; the next window starts from the last one.")
     smooth_weight: float = Field(0.02, ge=0, description="Weight of the penalty on the fit residual's acceleration.")

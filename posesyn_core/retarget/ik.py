@@ -51,9 +51,8 @@ _HINGE_AXES = _hinge_axes()
 @dataclass
 class IKConfig:
     iterations: int = 40  # refinement steps per window (the analytic start is already close)
-    shape_iterations: int = 100
+    shape_iterations: int = 5  # Gauss-Newton steps
     lr: float = 0.005  # small: Adam moves every parameter by ~lr per step, and the start is already close
-    shape_lr: float = 0.02
     window: int = 64  # frames per clip optimized jointly
     smooth_weight: float = 0.02
     limit_weight: float = 0.01  # rad^2 against m^2 joint errors: 0.1 rad past a limit weighs like 1 cm
@@ -157,24 +156,35 @@ def _limit_penalty(pose: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> to
     return (torch.relu(lo - pose) ** 2 + torch.relu(pose - hi) ** 2).sum((-1, -2))
 
 
-def fit_shape(body: BodyModel, target: torch.Tensor, iterations: int, lr: float, prior: float) -> torch.Tensor:
-    """Body shapes (C, S) whose bone lengths best match the clips' (C, T, 22, 3) median bone lengths (a pose-
-    independent fit on the rest skeleton, so it is cheap: one small batch per step)."""
+def fit_shape(body: BodyModel, target: torch.Tensor, iterations: int, prior: float) -> torch.Tensor:
+    """Body shapes (C, S) whose rest bone lengths best match the clips' (C, T, 22, 3) median bone lengths.
+
+    Damped Gauss-Newton with a finite-difference Jacobian: bone lengths are smooth in the few shape parameters,
+    so a handful of iterations converge, each one batched body forward (the shapes and their S probes) without
+    autograd, far cheaper than gradient descent through the body model."""
     parents = torch.tensor(PARENTS[1:], device=target.device)
     goal = (target[:, :, 1:] - target[:, :, parents]).norm(dim=-1).median(dim=1).values  # (C, 21)
-    mean_shape = body.default_shape(len(target))
-    shape = mean_shape.clone().requires_grad_(True)
-    opt = torch.optim.Adam([shape], lr=lr)
-    for _ in range(iterations):
-        opt.zero_grad(set_to_none=True)
-        rest = body.rest_skeleton(shape).joints
-        lengths = (rest[:, 1:] - rest[:, parents]).norm(dim=-1)
-        loss = ((lengths - goal) ** 2).sum(-1).mean() + prior * ((shape - mean_shape) ** 2).sum(-1).mean()
-        loss.backward()
-        opt.step()
-        with torch.no_grad():
-            shape.clamp_(0.0, 1.0)
-    return shape.detach()
+    c, n = len(target), body.num_shape_params
+    mean = body.default_shape(c)
+    shape = mean.clone()
+    eye = torch.eye(n, device=target.device)
+    eps = 0.02
+
+    def lengths(shapes: torch.Tensor) -> torch.Tensor:  # (N, S) -> (N, 21)
+        rest = body.rest_skeleton(shapes).joints
+        return (rest[:, 1:] - rest[:, parents]).norm(dim=-1)
+
+    with torch.no_grad():
+        for _ in range(iterations):
+            step = torch.where(shape > 0.5, -eps, eps)  # probe inwards: phenotypes saturate at 0 and 1
+            probes = torch.cat([shape[:, None], shape[:, None] + step[:, :, None] * eye], 1)  # (C, 1 + S, S)
+            ls = lengths(probes.reshape(-1, n)).reshape(c, n + 1, -1)
+            jac = ((ls[:, 1:] - ls[:, :1]) / step[:, :, None]).transpose(1, 2)  # (C, 21, S)
+            resid = goal - ls[:, 0]
+            lhs = jac.transpose(1, 2) @ jac + (prior + 1e-4) * eye  # Levenberg damping keeps steps short
+            rhs = jac.transpose(1, 2) @ resid[..., None] - prior * (shape - mean)[..., None]
+            shape = (shape + torch.linalg.solve(lhs, rhs)[..., 0]).clamp(0.0, 1.0)
+    return shape
 
 
 def fit_clips(body: BodyModel, targets: np.ndarray, config: IKConfig | None = None) -> IKResult:
@@ -184,7 +194,7 @@ def fit_clips(body: BodyModel, targets: np.ndarray, config: IKConfig | None = No
     target = torch.as_tensor(targets, dtype=torch.float32, device=dev)
     c, t = target.shape[:2]
     lo, hi = body.joint_limits
-    shape = fit_shape(body, target, cfg.shape_iterations, cfg.shape_lr, cfg.shape_prior)  # (C, S), fixed from here
+    shape = fit_shape(body, target, cfg.shape_iterations, cfg.shape_prior)  # (C, S), fixed from here
     with torch.no_grad():
         rest = body.rest_skeleton(shape).joints  # (C, 22, 3)
     pose_out, orient_out, transl_out = [], [], []
