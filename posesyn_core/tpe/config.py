@@ -49,7 +49,7 @@ class AugmentSection(StrictModel):
 class TrainingSection(StageSection):
     """Keys shared by tpe-train and finetune (the same training loop)."""
 
-    steps: int = Field(1200, ge=1, description="Optimizer steps (1200 x 64 ~ 10 epochs of the demo lab3d).")
+    steps: int = Field(1500, ge=1, description="Optimizer steps (1500 x 64 = 12 epochs of the demo lab3d).")
     batch_size: int = Field(64, ge=1, description="Samples per step.")
     lr: float = Field(2e-3, gt=0, description="Peak learning rate (AdamW, linear warmup, cosine decay).")
     warmup: int = Field(50, ge=0, description="Warmup steps.")
