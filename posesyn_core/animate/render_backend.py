@@ -30,31 +30,6 @@ class RenderedFrame:
     mask: np.ndarray = field(repr=False)  # (H, W) bool, the rendered person
 
 
-def stable_gl_context_keys() -> None:
-    """Make PyOpenGL's current-context id hashable by value (idempotent, process-wide).
-
-    Under OSMesa, PyOpenGL 3.1.10's `contextdata.getContext()` returns a fresh ctypes pointer object on every
-    call (same hash, but unequal). pyrender keys its shader-program cache by it, so every frame misses the
-    cache, compiles new shader programs and never frees them: ~3 MB leaked and ~10 ms lost per frame (a render
-    worker reached 12 GB after a few thousand frames). Returning the pointer's address keeps every per-context
-    lookup (pyrender's and PyOpenGL's own) stable: 128 px renders go from ~13 ms to ~2.5 ms and memory stays flat.
-    """
-    import ctypes
-
-    from OpenGL import contextdata
-
-    if getattr(contextdata.getContext, "_posesyn_stable", False):
-        return
-    original = contextdata.getContext
-
-    def get_context(context=None):  # noqa: ANN001, ANN202 - same signature as PyOpenGL's
-        ctx = original(context)
-        return ctx if isinstance(ctx, int) else ctypes.cast(ctx, ctypes.c_void_p).value
-
-    get_context._posesyn_stable = True
-    contextdata.getContext = get_context
-
-
 def random_lighting(rng: np.random.Generator, opts: RenderBackend):
     """A key light from above/front in the camera frame (y down, z away) with random colour temperature."""
     from posesyn_core.render.mesh_renderer import Lighting
@@ -71,7 +46,6 @@ class RenderAnimator:
     def __init__(self, opts: RenderBackend, body: BodySpec, image_ext: str = "jpg"):
         from posesyn_core.body import load_body_model
 
-        stable_gl_context_keys()
         self.opts, self.image_ext = opts, image_ext
         self.body = load_body_model(body.model, body.model_path, decimate_cell=opts.decimate_cell)
         self._renderers: dict[tuple[int, int], object] = {}
