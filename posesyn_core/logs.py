@@ -37,6 +37,22 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+class StderrHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is at emit time (not at setup), so a replaced or closed stream (click's test
+    runner, a re-exec'd pod) never leaves the root logger writing into a dead file."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):  # noqa: ANN201
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:  # noqa: ANN001
+        pass
+
+
 def setup_logging(level: str | int = "INFO", json_format: bool | None = None) -> None:
     """Configure the root logger once per process. `json_format=None`: JSON unless stderr is a TTY.
 
@@ -45,7 +61,7 @@ def setup_logging(level: str | int = "INFO", json_format: bool | None = None) ->
     forced = os.environ.get("POSESYN_LOG_FORMAT")
     if json_format is None:
         json_format = forced == "json" if forced else not sys.stderr.isatty()
-    handler = logging.StreamHandler(sys.stderr)
+    handler = StderrHandler()
     handler.setFormatter(JsonFormatter() if json_format else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -79,3 +79,16 @@ def invoke_assert_code(args: list[str], ret_code: int = 0, output_contains: str 
     if output_contains is not None:
         assert output_contains in result.output, result.output
     return result
+
+
+@pytest.fixture(autouse=True)
+def restore_root_logging():
+    """`posesyn` commands configure the root logger for their process; in-process CLI tests must not leave that
+    configuration behind for the tests after them."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
