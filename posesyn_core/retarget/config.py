@@ -32,7 +32,7 @@ class RetargetSection(StageSection):
         False, description="Keep the motion's horizontal root travel (the person may walk out of the image)."
     )
     max_error_mm: float = Field(
-        60.0, gt=0, description="Motions fitted worse than this mean per-joint error are quarantined."
+        60.0, gt=0, description="Motions fitted worse than this mean per-joint error are dropped (counted)."
     )
     motions_per_chunk: int = Field(16, ge=1, description="Motions per output chunk (the unit of resume).")
 
