@@ -73,7 +73,8 @@ def markdown(rep: Report) -> str:
     run = rep.facts["run"]
     parts = [f"# PoseSyn run `{run['name']}`", f"root: `{run['root']}`, seed {run['seed']}", "",
              "## Results (MPJPE / PA-MPJPE, mm; lower is better)", results_markdown(rep), ""]  # fmt: skip
-    for t in rep.facts["test_sets"][:1]:
+    wild_first = sorted(rep.facts["test_sets"], key=lambda t: "wild" not in t)
+    for t in wild_first[:1]:
         parts += [f"### Per motion family, {t} (MPJPE, mm)", family_markdown(rep, t), ""]
     parts += ["## EEM: does the hard set hold real failures? (hidden 3D truth)", hard_set_markdown(rep), "",
               "## MSM: MR_init ablation (PA-MPJPE of generated frames vs the hard pose's true 3D)",
