@@ -87,6 +87,7 @@ def _load_anny(device: str):
 class AnnyBody(BodyModel):
     name = "anny"
     num_shape_params = 6
+    frame_cache_size = 4096  # distinct body shapes whose T-pose bone frames are kept
 
     def __init__(self, device: str | torch.device = "cpu", decimate_cell: float | None = None):
         super().__init__(device)
@@ -193,9 +194,10 @@ class AnnyBody(BodyModel):
         uniq, inverse = torch.unique(shape, dim=0, return_inverse=True)
         keys = [row.cpu().numpy().tobytes() for row in uniq]
         missing = [k for k, key in enumerate(keys) if key not in self._frame_cache]
+        if missing and len(self._frame_cache) + len(missing) > self.frame_cache_size:
+            self._frame_cache.clear()  # bounded memory; every shape of this batch is then computed afresh
+            missing = list(range(len(keys)))
         if missing:
-            if len(self._frame_cache) > 4096:
-                self._frame_cache.clear()
             for k, f in zip(missing, tpose_frames(uniq[missing]), strict=True):
                 self._frame_cache[keys[k]] = f
         return torch.stack([self._frame_cache[key] for key in keys])[inverse]

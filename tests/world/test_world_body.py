@@ -115,3 +115,17 @@ def test_skeleton_fk_equals_the_body_model(anny):
     full = anny(pose, shapes, orient, transl, vertices=False).joints
     fast = skeleton_fk(anny.rest_skeleton(shapes), pose, orient, transl)
     assert (full - fast).norm(dim=-1).max() < 1e-4
+
+
+def test_shape_cache_overflow_keeps_shapes_of_the_batch(anny, monkeypatch):
+    """A batch mixing a cached shape with new ones when the cache is full (a retarget run crashed on this)."""
+    rng = np.random.default_rng(1)
+    shapes = torch.as_tensor(anny.random_shapes(rng, 3))
+    pose = anny.rest_pose(3)
+    expected = anny(pose, shapes, vertices=False).joints
+    anny._frame_cache.clear()
+    anny(pose[:2], shapes[:2], vertices=False)  # shapes 0, 1 cached
+    monkeypatch.setattr(anny, "frame_cache_size", 1)
+    out = anny(pose, shapes, vertices=False).joints  # shape 2 overflows the cache
+    assert torch.allclose(out, expected, atol=1e-6)
+    assert len(anny._frame_cache) == 3  # cleared, then this batch's shapes
