@@ -225,8 +225,8 @@ def ablations_cmd(run_yaml: Path, only: str | None, force: bool) -> None:
     """Run the paper's comparisons next to a completed run: real-only fine-tuning, random selection instead of
     EEM, MSM without MR_init, and a tau sweep (40/80/160/200 mm; 120 is the run itself).
 
-    Each variant lives under <root>/experiments/<variant>/ and reuses the run's stages up to the first one it
-    changes. `posesyn report` picks the results up.
+    Each variant lives under <root>/experiments/<variant>/ and reuses every stage of the run its overrides
+    do not reach. `posesyn report` picks the results up.
 
     \b
     Example:

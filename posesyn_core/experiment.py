@@ -1,10 +1,11 @@
 """Variants of a run that reuse its completed stages: baselines, ablations, parameter sweeps.
 
 A variant is the base run config with a few keys overridden (`eem.selection=random`). It runs under
-`<root>/experiments/<variant>/`. Stages are visited in pipeline order; while a stage's fingerprint under the
-variant equals the base run's completed one (same section, same upstream fingerprints), the base outputs are
-shared into the variant root instead of recomputed (a symlink on local storage, server-side copies on S3).
-From the first stage the overrides touch, the variant runs for real, through the same embedded runner.
+`<root>/experiments/<variant>/`. Stages are visited in pipeline order; every stage whose fingerprint under the
+variant equals the base run's completed one (same section, same upstream fingerprints) is shared into the
+variant root instead of recomputed (a symlink on local storage, server-side copies on S3). So a stage the
+overrides do not reach (motion-train when only the TPE changes) is shared even after a changed one; the others
+run for real, through the same embedded runner.
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ def share_stage(src: Store, dst: Store, stage: str) -> None:
 
 
 def prepare_variant(base: RunConfigBase, variant_run: RunConfigBase) -> list[str]:
-    """Share every leading stage whose outputs the variant would recompute identically. Returns their names."""
+    """Share every stage whose outputs the variant would recompute identically. Returns their names."""
     base_store, var_store = open_store(base.root), open_store(variant_run.root)
     shared = []
     for stage in variant_run.stages or []:
@@ -112,10 +113,10 @@ def prepare_variant(base: RunConfigBase, variant_run: RunConfigBase) -> list[str
         done = read_marker(base_store, join(stage, SUCCESS))
         try:
             fp = fingerprint(spec, variant_run, input_fingerprints(spec, variant_run, var_store))
-        except ConfigError:
-            break
+        except ConfigError:  # an input the variant has not produced yet: this stage runs
+            continue
         if not done or done["fingerprint"] != fp:
-            break
+            continue
         share_stage(base_store, var_store, stage)
         shared.append(stage)
     return shared

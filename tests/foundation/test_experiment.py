@@ -1,4 +1,4 @@
-"""Variants reuse the base run's unchanged stages and re-run from the first one they change."""
+"""Variants reuse every stage of the base run their overrides do not reach and re-run the others."""
 
 from __future__ import annotations
 
@@ -19,13 +19,14 @@ def test_overrides_parse_and_apply():
 
 
 def test_variant_shares_upstream_and_reruns_changed_stage(tmp_path):
-    cfg = write_cfg(tmp_path, stages=["draw", "total"], draw={"chunks": 2, "items": 10})
+    cfg = write_cfg(tmp_path, stages=["draw", "total", "square"], draw={"chunks": 2, "items": 10})
     base = load_run_config(cfg)
     for stage in base.stages:
         execute_stage(base, stage)
     path, run = load_variant(cfg, Variant("double", {"total.scale": 2.0}, "x2"))
     assert yaml.safe_load(path.read_text())["total"]["scale"] == 2.0
-    assert prepare_variant(base, run) == ["draw"]
+    # square comes after the changed stage but does not depend on it: shared too
+    assert prepare_variant(base, run) == ["draw", "square"]
     shared_dir = tmp_path / "out" / "experiments" / "double" / "draw"
     assert shared_dir.is_symlink() and os.readlink(shared_dir) == str(tmp_path / "out" / "draw")
     assert execute_stage(run, "draw").status == "skipped"
