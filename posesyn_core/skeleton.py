@@ -20,6 +20,7 @@ PARENTS = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18,
 KINEMATIC_CHAIN = ((0, 2, 5, 8, 11), (0, 1, 4, 7, 10), (0, 3, 6, 9, 12, 15), (9, 14, 17, 19, 21), (9, 13, 16, 18, 20))
 ROOT = 0
 LEFT_HIP, RIGHT_HIP = 1, 2
+NECK = 12
 FOOT_JOINTS = (7, 10, 8, 11)  # left ankle, left foot, right ankle, right foot
 # Left/right pairs, for horizontal-flip augmentation.
 FLIP_PAIRS = ((1, 2), (4, 5), (7, 8), (10, 11), (13, 14), (16, 17), (18, 19), (20, 21))

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from posesyn_core.config import Resources, StageSection, StrictModel
+from posesyn_core.eem.pseudo_label import FitTo2d
 
 
 class VlmOptions(StrictModel):
@@ -33,9 +34,9 @@ class CaptionSection(StageSection):
         "posecodes", description="posecodes: from the 3D pseudo-label, offline; vlm: from the image (vlm.model_path)."
     )
     num_captions: int = Field(3, ge=1, description="Captions per challenging sample (the first is used by msm by default).")
-    align_to_2d: bool = Field(
-        True, description="posecodes: first turn the pseudo-label in the image plane so its torso matches the GT 2D "
-        "torso direction (a failing TPE predicts upright people; the 2D labels know they are upside down or lying)."
+    fit_to_2d: FitTo2d = Field(
+        "lift", description="posecodes: first make the pseudo-label agree with the GT 2D (eem/pseudo_label.py): "
+        "none, rotate (torso direction) or lift (rotate, then limbs re-lifted from the 2D)."
     )  # fmt: skip
     crop_scale: float = Field(1.2, gt=0, description="VLM input: the person box enlarged by this factor.")
     vlm: VlmOptions = Field(default_factory=VlmOptions, description="VLM settings (method: vlm).")

@@ -35,30 +35,6 @@ def camera_to_upright(joints_cam: np.ndarray) -> np.ndarray:
     return up - np.array([0.0, up[..., 1].min(), 0.0])
 
 
-# Joints giving the torso's up direction in 2D (root -> neck) per joint set: in-set indices of the neck end.
-_NECK_2D = {"smpl22": (NECK,), "coco17": (5, 6), "mpii16": (7,)}
-
-
-def align_to_2d(joints_cam: np.ndarray, joints2d: np.ndarray, joint_set: str) -> np.ndarray:
-    """Rotate a camera-frame pseudo-label about the optical axis so that its torso (root -> neck) points the way
-    the GT 2D torso points in the image. A failing TPE tends to predict an upright person; the 2D labels still
-    say "upside down" or "lying", which is what a caption must get right. Unchanged when the GT torso is unseen."""
-    from posesyn_core.skeleton import canonical_root_2d, root_2d
-
-    j2d = np.asarray(joints2d, np.float64)
-    neck = list(_NECK_2D[joint_set])
-    hips = [11, 12] if joint_set == "coco17" else [6] if joint_set == "mpii16" else [PELVIS]
-    if not (j2d[neck + hips, 2] > 0).all():
-        return joints_cam
-    gt = j2d[neck, :2].mean(0) - root_2d(j2d, joint_set)
-    pred = joints_cam[NECK, :2] - canonical_root_2d(joints_cam, joint_set)
-    if np.linalg.norm(gt) < 1e-6 or np.linalg.norm(pred) < 1e-6:
-        return joints_cam
-    a = np.arctan2(gt[1], gt[0]) - np.arctan2(pred[1], pred[0])
-    rot = np.array([[np.cos(a), -np.sin(a), 0.0], [np.sin(a), np.cos(a), 0.0], [0.0, 0.0, 1.0]])
-    return (joints_cam - joints_cam[PELVIS]) @ rot.T + joints_cam[PELVIS]
-
-
 def _angle(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> float:
     """Angle at b (degrees) between b->a and b->c."""
     u, v = a - b, c - b
@@ -268,3 +244,11 @@ def caption_pose(joints_cam: np.ndarray, rng: np.random.Generator, n: int = 3) -
     """Captions for a camera-frame (22, 3) pseudo-label."""
     codes = posecodes(camera_to_upright(joints_cam))
     return describe(codes, rng, n), codes
+
+
+def describe_key_frame(joints: np.ndarray, rng: np.random.Generator, n: int = 2) -> list[str]:
+    """Posture sentences for a motion clip (T, 22, 3) y-up: its key frame is the one furthest from the first
+    (most clips start from a neutral stance and move into their characteristic pose)."""
+    rel = joints - joints[:, :1]
+    key = int(np.linalg.norm(rel - rel[:1], axis=-1).mean(-1).argmax())
+    return describe(posecodes(joints[key]), rng, n)

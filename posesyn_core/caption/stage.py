@@ -10,7 +10,8 @@ from dataclasses import asdict
 
 import numpy as np
 
-from posesyn_core.caption.posecodes import align_to_2d, caption_pose
+from posesyn_core.caption.posecodes import caption_pose
+from posesyn_core.eem.pseudo_label import fit_to_2d
 from posesyn_core.errors import DataError
 from posesyn_core.stages import StageContext
 
@@ -35,8 +36,7 @@ def run(ctx: StageContext) -> None:
             if joints.shape != (22, 3) or not np.isfinite(joints).all():
                 ctx.reject(row["id"], "pseudo-label is not a finite (22, 3) pose")
                 continue
-            if cfg.align_to_2d and "joints2d" in row:
-                joints = align_to_2d(joints, row["joints2d"], row["joint_set"])
+            joints = fit_to_2d(joints, row.get("joints2d"), row.get("joint_set", "smpl22"), cfg.fit_to_2d)
             captions, codes = caption_pose(joints, ctx.rng(k), cfg.num_captions)
             out.append({"id": row["id"], "index": row["index"], "captions": captions, "method": "posecodes",
                         "posecodes": asdict(codes)})  # fmt: skip

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from posesyn_core.config import Resources, StageSection
+from posesyn_core.eem.pseudo_label import FitTo2d
 
 Conditioning = Literal["text+mrinit", "text", "mrinit"]
 
@@ -21,9 +22,9 @@ class MsmSection(StageSection):
     )
     num_motions: int = Field(4, ge=1, description="N: motions sampled per challenging sample.")
     num_frames: int = Field(64, ge=4, description="L: frames per motion at 20 fps (a multiple of 4).")
-    align_to_2d: bool = Field(
-        True, description="Turn each pseudo-label in the image plane so its torso matches the GT 2D torso before "
-        "MR_init (a failing TPE predicts upright people; false = the paper's raw pseudo-label)."
+    fit_to_2d: FitTo2d = Field(
+        "lift", description="Make each pseudo-label agree with its GT 2D before MR_init (eem/pseudo_label.py): none "
+        "(the paper's raw pseudo-label), rotate (torso direction) or lift (rotate, then limbs re-lifted from the 2D)."
     )  # fmt: skip
     temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
     top_k: int | None = Field(None, ge=1, description="Keep only the k most likely codes per step (None: all).")

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from posesyn_core.caption.posecodes import align_to_2d, camera_to_upright
+from posesyn_core.caption.posecodes import camera_to_upright
+from posesyn_core.eem.pseudo_label import FitTo2d, fit_to_2d
 from posesyn_core.metrics import pa_mpjpe
 from posesyn_core.msm.config import Conditioning
 
@@ -30,13 +31,11 @@ class MsmOutput:
     texts: list[list[str]]  # (B, N) the text each motion was conditioned on ("" when text is off)
 
 
-def pseudo_labels(rows: Sequence[dict], align: bool = True) -> np.ndarray:
-    """(B, 22, 3) camera-frame pseudo-labels of challenging rows; with `align`, each turned in the image plane so its
-    torso points where the GT 2D torso points (`caption.posecodes.align_to_2d`)."""
-    poses = [np.asarray(r["joints3d"], np.float64) for r in rows]
-    if align:
-        poses = [align_to_2d(p, r["joints2d"], r["joint_set"]) if "joints2d" in r else p
-                 for p, r in zip(poses, rows, strict=True)]  # fmt: skip
+def pseudo_labels(rows: Sequence[dict], fit: FitTo2d = "lift") -> np.ndarray:
+    """(B, 22, 3) camera-frame pseudo-labels of challenging rows, made to agree with their GT 2D keypoints as
+    `fit` says (`eem.pseudo_label.fit_to_2d`)."""
+    poses = [fit_to_2d(np.asarray(r["joints3d"], np.float64), r.get("joints2d"), r.get("joint_set", "smpl22"), fit)
+             for r in rows]  # fmt: skip
     return np.stack(poses) if poses else np.zeros((0, 22, 3))
 
 

@@ -60,7 +60,7 @@ def synthesize_chunk(ctx: StageContext, pipe: MotionSynthesisPipeline, rows: lis
     seeds = ctx.rng(chunk).integers(0, 2**31 - 1, size=max(1, -(-len(good) // cfg.batch_size)))
     for bi, start in enumerate(range(0, len(good), cfg.batch_size)):
         batch = good[start : start + cfg.batch_size]
-        poses = pseudo_labels(batch, cfg.align_to_2d)
+        poses = pseudo_labels(batch, cfg.fit_to_2d)
         out = pipe(poses, [captions.get(r["id"], []) for r in batch], seed=int(seeds[bi]),
                    cycle_captions=cfg.captions == "cycle")  # fmt: skip
         for i, row in enumerate(batch):
