@@ -223,7 +223,7 @@ def _run_variants(run_yaml: Path, variants: list, force: bool) -> None:
 @click.option("--force", is_flag=True, help="Re-run the variants' own stages even if up to date.")
 def ablations_cmd(run_yaml: Path, only: str | None, force: bool) -> None:
     """Run the paper's comparisons next to a completed run: real-only fine-tuning, random selection instead of
-    EEM, MSM without MR_init, and a tau sweep (40/80/160/200 mm; 120 is the run itself).
+    EEM, MSM without MR_init, and a tau sweep (40/80/120/160/200 mm).
 
     Each variant lives under <root>/experiments/<variant>/ and reuses every stage of the run its overrides
     do not reach. `posesyn report` picks the results up.

@@ -39,7 +39,8 @@ ABLATIONS = (
     Variant("real-only", {"finetune.synthetic": "none"}, "(b) fine-tuned on real data only, same steps"),
     Variant("random", {"eem.selection": "random"}, "(d) random 2D samples instead of EEM, same synthetic budget"),
     Variant("text-only", {"msm.conditioning": "text"}, "MSM without MR_init (text only)"),
-    *(Variant(f"tau-{t}", {"filter.tau_mm": float(t)}, f"filter threshold tau = {t} mm") for t in (40, 80, 160, 200)),
+    *(Variant(f"tau-{t}", {"filter.tau_mm": float(t)}, f"filter threshold tau = {t} mm")
+      for t in (40, 80, 120, 160, 200)),
 )
 
 

@@ -16,7 +16,10 @@ class FilterSection(StageSection):
     estimator: EstimatorRef = Field(
         default_factory=EstimatorRef, description="The TPE judging the frames (paper: the TPE being improved)."
     )
-    tau_mm: float = Field(120.0, gt=0, description="Keep frames whose root-relative mean per-joint error <= tau.")
+    tau_mm: float | None = Field(
+        120.0, gt=0, description="Keep frames whose root-relative mean per-joint error <= tau; null keeps every frame "
+        "(errors are still measured and reported), for backends whose labels are exact by construction."
+    )  # fmt: skip
     batch_size: int = Field(128, ge=1, description="Frames per TPE batch.")
     histogram_bins: int = Field(40, ge=2, description="Bins of the error histogram figure.")
     frames_per_part: int = Field(2000, ge=1, description="Kept frames per output dataset part.")

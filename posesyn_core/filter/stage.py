@@ -73,21 +73,27 @@ def run(ctx: StageContext) -> None:
     ctx.counts["frames"] = len(mine)
 
 
-def histogram_png(errors: np.ndarray, tau: float, bins: int) -> bytes:
+def keep_mask(errors: np.ndarray, tau: float | None) -> np.ndarray:
+    """Frames within tau (all of them when tau is None)."""
+    return np.ones(len(errors), bool) if tau is None else errors <= tau
+
+
+def histogram_png(errors: np.ndarray, tau: float | None, bins: int) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    kept = float((errors <= tau).mean()) if len(errors) else 0.0
+    kept = float(keep_mask(errors, tau).mean()) if len(errors) else 0.0
     fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
-    top = max(float(np.percentile(errors, 99.5)) if len(errors) else 0.0, tau * 1.5)
+    top = max(float(np.percentile(errors, 99.5)) if len(errors) else 0.0, (tau or 0.0) * 1.5, 1.0)
     ax.hist(np.clip(errors, 0, top), bins=bins, range=(0, top), color="#4c72b0")
-    ax.axvline(tau, color="#c44e52", linestyle="--", label=f"tau = {tau:g} mm")
+    if tau is not None:
+        ax.axvline(tau, color="#c44e52", linestyle="--", label=f"tau = {tau:g} mm")
+        ax.legend()
     ax.set_xlabel("root-relative mean per-joint error of the TPE vs the label (mm)")
     ax.set_ylabel("frames")
     ax.set_title(f"filter: {len(errors)} frames, {kept:.1%} kept")
-    ax.legend()
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", metadata={"Software": None})
@@ -105,7 +111,7 @@ def finalize(ctx: StageContext) -> None:
     index, errors = index[order], errors[order]
     if not np.array_equal(index, np.arange(len(ds))):
         raise DataError(f"filter: the shards scored {len(index)} of {len(ds)} frames; rerun the missing shards")
-    kept = errors <= cfg.tau_mm
+    kept = keep_mask(errors, cfg.tau_mm)
     samples = ds.samples
     rows = zip(samples, errors, kept, strict=True)
     ctx.store.write_jsonl(ctx.key("errors.jsonl"), ({"id": s.id, "error_mm": round(float(e), 3), "kept": bool(k)}

@@ -186,7 +186,7 @@ def collect(run: RunConfigBase, ablation_samples: int = 100) -> Report:
     if rep.facts["filter"]:
         f = rep.facts["filter"]
         tau.append({"tau_mm": f["tau_mm"], "pass_rate": f["pass_rate"], "kept": f["kept"]})
-    rep.facts["tau_sweep"] = sorted(tau, key=lambda r: r["tau_mm"])
+    rep.facts["tau_sweep"] = sorted(tau, key=lambda r: np.inf if r["tau_mm"] is None else r["tau_mm"])
     for name, key in (("eem_histogram", "eem/score_histogram.png"), ("contact_sheet", "animate/contact_sheet.png"),
                       ("filter_histogram", "filter/error_histogram.png"), ("motion_sample", "motion-train/sample.png")):
         if store.exists(key):

@@ -65,7 +65,8 @@ def ablation_markdown(rep: Report) -> str:
 def tau_markdown(rep: Report) -> str:
     lines = ["| tau (mm) | pass rate | kept frames |", "|---|---|---|"]
     for r in rep.facts["tau_sweep"]:
-        lines.append(f"| {r['tau_mm']:.0f} | {r['pass_rate']:.1%} | {r['kept']} |")
+        tau = "none (all kept)" if r["tau_mm"] is None else f"{r['tau_mm']:.0f}"
+        lines.append(f"| {tau} | {r['pass_rate']:.1%} | {r['kept']} |")
     return "\n".join(lines)
 
 

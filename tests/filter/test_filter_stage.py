@@ -90,6 +90,15 @@ def test_filter_writes_errors_dataset_and_histogram(root):
     assert set(summary["pass_rate_by_family"]) == {"a", "b"}
 
 
+def test_no_tau_keeps_every_frame_and_still_measures(root):
+    summary, store = _run(root, tau_mm=None)
+    errors = store.read_jsonl("filter/errors.jsonl")
+    assert summary["tau_mm"] is None and summary["kept"] == N and summary["pass_rate"] == 1.0
+    assert all(e["kept"] for e in errors) and len({e["error_mm"] for e in errors}) > 1
+    assert [s.id for s in PoseDataset(store, "filter/dataset").samples] == [e["id"] for e in errors]
+    assert store.read_bytes("filter/error_histogram.png")[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_tau_sweep_changes_pass_rate_monotonically(root):
     _, store = _run(root, tau_mm=120.0)
     errors = np.array([e["error_mm"] for e in store.read_jsonl("filter/errors.jsonl")])
