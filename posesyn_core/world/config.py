@@ -28,6 +28,9 @@ class WorldConfig(StageSection):
     wild2d: int = Field(4000, ge=0, description="Samples of the in-the-wild 2D set (its 3D is hidden).")
     wild_test: int = Field(1000, ge=0, description="Samples of the held-out in-the-wild 3D test set.")
     motions: int = Field(3000, ge=0, description="Motion clips with texts.")
+    posture_texts: int = Field(
+        2, ge=0, description="Posture sentences (posecodes of the clip's key frame) added to each clip's action texts."
+    )
     wild_unusual_fraction: float = Field(
         0.6, ge=0, le=1, description="Share of wild samples drawn from the unusual (wild-only) motion families."
     )

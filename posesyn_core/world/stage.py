@@ -6,7 +6,7 @@ Outputs under `world/`:
     wild2d/                    pose dataset, every family, wild look; 2D labels only (like a real 2D dataset)
     wild2d_hidden3d.npz        its hidden GT (ids, joints3d camera frame, cameras): for evaluation only
     wild_test/                 held-out wild pose dataset with 3D labels
-    motions/                   motion clips (20 fps world joints) with texts (data/motions.py)
+    motions/                   motion clips (20 fps world joints) with action + posture texts (data/motions.py)
 
 Every part draws from `ctx.rng(stream, part)`, so a part's bytes depend only on the seed and the config: a
 killed build resumes by skipping parts that exist, and reruns are byte-identical. Test sets use held-out
@@ -114,6 +114,7 @@ def _families(rng: np.random.Generator, style: str, n: int, unusual_fraction: fl
 
 def build_motion_part(job: PartJob) -> Counter:
     """`count` clips spread uniformly over every family, on the training subjects."""
+    from posesyn_core.caption.posecodes import describe_key_frame
     from posesyn_core.world.motions import FAMILIES, make_clip, sample_track
 
     store, cfg = open_store(job.root), WorldConfig.model_validate(job.config)
@@ -127,8 +128,11 @@ def build_motion_part(job: PartJob) -> Counter:
         track = sample_track(rng, family)
         joints, _ = make_clip(_skeleton(cfg, subject + job.subject_offset, job.subjects[subject]), track)
         meta = {**track.meta, "subject": subject + job.subject_offset, "common": FAMILIES[family].common}
+        # Action texts plus posture sentences of the key frame: like a text-motion corpus whose annotators also
+        # say how the body is held ("upside down, arms overhead"), the vocabulary a pose caption uses.
+        texts = [*track.texts, *describe_key_frame(joints, rng, cfg.posture_texts)]
         clips.append(MotionClip(f"motion-{job.part:05d}-{i:04d}", family, joints.astype(np.float32),
-                                track.texts, meta))  # fmt: skip
+                                texts, meta))  # fmt: skip
     write_motion_part(store, _prefix("motions"), job.part, clips)
     return Counter(motion_clips=len(clips), motion_frames=sum(len(c.joints) for c in clips))
 

@@ -62,7 +62,10 @@ def test_outputs_and_exact_labels(world):
     test = {s.meta["subject"] for s in PoseDataset(store, "world/wild_test").samples}
     assert train.isdisjoint(test)
     clips = read_motions(store, "world/motions")
-    assert len(clips) == 12 and all(len(c.texts) == 3 for c in clips)
+    # 3 action texts + 2 posture sentences of the key frame, worded like the caption stage's
+    assert len(clips) == 12 and all(len(c.texts) == 5 for c in clips)
+    postures = {c.texts[3] for c in clips}
+    assert len(postures) > 1 and all(t[0].isupper() and t.endswith(".") for t in postures)
     assert min(float(c.joints[..., 1].min()) for c in clips) >= 0
 
 
