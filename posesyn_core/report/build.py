@@ -135,9 +135,10 @@ def _read_json(store: Store, key: str) -> Any:
     return store.read_json(key) if store.exists(key) else None
 
 
-def mrinit_ablation(run: RunConfigBase, store: Store, limit: int) -> dict | None:
-    """The MSM table on the run's hard set against the mini-world's hidden 3D; cached under report/."""
-    cached = join(REPORT, f"mrinit_ablation_{limit}.json")
+def mrinit_ablation(run: RunConfigBase, store: Store, limit: int | None) -> dict | None:
+    """The MSM table on the run's hard set (its first `limit` samples, or all) against the mini-world's hidden
+    3D; cached under report/."""
+    cached = join(REPORT, f"mrinit_ablation_{limit or 'all'}.json")
     if store.exists(cached):
         return store.read_json(cached)
     hidden_key = "world/wild2d_hidden3d.npz"
@@ -161,7 +162,7 @@ def hard_set(store: Store) -> dict | None:
     return hard_set_report(store, load_hidden3d(store, hidden_key))
 
 
-def collect(run: RunConfigBase, ablation_samples: int = 100) -> Report:
+def collect(run: RunConfigBase, ablation_samples: int | None = None) -> Report:
     store = open_store(run.root)
     rep = Report()
     rep.facts["run"] = {"name": run.name, "root": run.root, "seed": run.seed}

@@ -9,8 +9,9 @@ import click
 
 @click.command("report")
 @click.argument("run_yaml", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--ablation-samples", default=100, show_default=True, help="Hard samples in the MR_init ablation.")
-def report_cmd(run_yaml: Path, ablation_samples: int) -> None:
+@click.option("--ablation-samples", type=click.IntRange(min=1), default=None,
+              help="Hard samples in the MR_init ablation (default: the whole challenging set).")
+def report_cmd(run_yaml: Path, ablation_samples: int | None) -> None:
     """Write a self-contained HTML report and a markdown summary of a run (and its experiment variants).
 
     Every number comes from the run's files: stage manifests, stage summaries, evaluate results.
