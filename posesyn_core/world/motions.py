@@ -12,7 +12,8 @@ amplitude, direction, arm style ...) and writes pose parameters per frame in the
    support foot; other families use the lowest foot, hand or knee): walking, crawling and cartwheels travel
    because their contacts push, without foot skating.
 
-Clips are 20 fps joint sequences in the world frame (y up, metres, SMPL22), with 3 different texts each.
+Clips are 20 fps joint sequences in the world frame (y up, metres, SMPL22), with 3 different action texts each
+(the world stage adds posture sentences of the key frame).
 `common` families are what a lab capture would hold (upright everyday motions); the others appear only in
 the wild sets, so a pose estimator trained on lab data meets them first there.
 """
