@@ -28,8 +28,9 @@ def mrinit_ablation(
     cfg: MsmSection, seed: int = 0, variants: Sequence[Conditioning] = ("text+mrinit", "text"),
 ) -> dict:  # fmt: skip
     """Generate with each variant for the challenging `rows` (their `joints3d` pseudo-labels fitted to the GT 2D as
-    `cfg.fit_to_2d` says) and measure against `gt3d` (B, 22, 3) true poses. Returns per-variant mean/min (mm), per-sample mins, the pseudo-label's
-    own error and, with both `text+mrinit` and `text`, the relative improvement of the min."""
+    `cfg.fit_to_2d` says) and measure against `gt3d` (B, 22, 3) true poses. Returns per-variant mean/min (mm),
+    per-sample mins, the pseudo-label's own error and, with both `text+mrinit` and `text`, the relative
+    improvement of the min."""
     poses = pseudo_labels(rows, cfg.fit_to_2d)
     gt3d = np.asarray(gt3d, np.float64)
     if gt3d.shape != poses.shape:
