@@ -32,7 +32,11 @@ class WorldConfig(StageSection):
         2, ge=0, description="Posture sentences (posecodes of the clip's key frame) added to each clip's action texts."
     )
     wild_unusual_fraction: float = Field(
-        0.6, ge=0, le=1, description="Share of wild samples drawn from the unusual (wild-only) motion families."
+        0.2, ge=0, le=1, description="Share of wild2d samples from the unusual (wild-only) motion families: a 2D "
+        "photo collection is mostly everyday poses, and EEM's job is to find the rare ones the TPE fails on."
+    )
+    wild_test_unusual_fraction: float = Field(
+        0.6, ge=0, le=1, description="The same share for wild_test, a benchmark that over-samples the long tail."
     )
     occluder_probability: float = Field(0.5, ge=0, le=1, description="Chance a wild image gets occluders.")
     frames_per_clip: int = Field(

@@ -144,7 +144,8 @@ def _pose_rows(job: PartJob, cfg: WorldConfig, style: str) -> list[dict]:
     rng = job.rng
     num_clips = math.ceil(job.count / cfg.frames_per_clip)
     rows = []
-    for c, family in enumerate(_families(rng, style, num_clips, cfg.wild_unusual_fraction)):
+    unusual = cfg.wild_test_unusual_fraction if job.output == "wild_test" else cfg.wild_unusual_fraction
+    for c, family in enumerate(_families(rng, style, num_clips, unusual)):
         subject = int(rng.integers(len(job.subjects)))
         track = sample_track(rng, family)
         _, transl = make_clip(_skeleton(cfg, subject + job.subject_offset, job.subjects[subject]), track)

@@ -69,6 +69,17 @@ def test_outputs_and_exact_labels(world):
     assert min(float(c.joints[..., 1].min()) for c in clips) >= 0
 
 
+def test_wild_pool_and_benchmark_have_their_own_family_mix(tmp_path):
+    root = build(tmp_path, "mix", wild_unusual_fraction=0.0, wild_test_unusual_fraction=1.0)
+    store = open_store(root.as_uri())
+
+    def samples(name: str) -> list:
+        return PoseDataset(store, f"world/{name}").samples
+
+    assert all(FAMILIES[s.meta["family"]].common for s in samples("wild2d"))  # the 2D pool: everyday poses only
+    assert not any(FAMILIES[s.meta["family"]].common for s in samples("wild_test"))  # the benchmark: unusual only
+
+
 def test_same_seed_gives_identical_bytes_and_resume_rebuilds_only_missing_parts(world, tmp_path):
     # Another process layout (one worker) must not change a byte.
     again = build(tmp_path, "b", workers=1)
