@@ -2,9 +2,9 @@
 
 lab:  common families only; a camera at chest-to-head height, 3.5-6 m away, within 70 degrees of the person's
       front, level; studio backdrop and light; tidy crops.
-wild: every family (unusual ones: 20% of wild2d, 60% of wild_test); any azimuth, from ground level to a high vantage point,
-      closer or further, with camera roll and stronger perspective; cluttered backgrounds, any light, random
-      occluders, jittered crops.
+wild: every family (unusual ones: 20% of wild2d, 60% of wild_test by default); any azimuth, from ground level
+      to a high vantage point, closer or further, with camera roll and stronger perspective; cluttered
+      backgrounds, any light, random occluders, jittered crops.
 """
 
 from __future__ import annotations
