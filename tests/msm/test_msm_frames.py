@@ -38,7 +38,8 @@ def test_config_checks() -> None:
 
 def test_format_table() -> None:
     result = {"pseudo_label_mm": 100.0, "num_samples": 3, "min_improvement": 0.2, "mean_improvement": 0.1,
-              "variants": {"text+mrinit": {"mean_mm": 90.0, "min_mm": 40.0}, "text": {"mean_mm": 100.0, "min_mm": 50.0}},
+              "variants": {"text+mrinit": {"mean_mm": 90.0, "min_mm": 40.0},
+                           "text": {"mean_mm": 100.0, "min_mm": 50.0}},
               "true_pose_mrinit": {"mean_mm": 80.0, "min_mm": 30.0}}
     table = format_table(result)
     assert "| text+mrinit | 90.0 | 40.0 |" in table and "min +20.0%" in table
