@@ -6,8 +6,9 @@ a phase from its checkpoint. Randomness is derived from (run seed, phase, iterat
 same batches, corruptions and dropout as an uninterrupted one.
 
 Transformer training data: every training clip is tokenized whole (cropped to `max_motion_tokens` at random when
-longer); `mrinit_poses_per_clip` random frames of each clip, each held still for `mrinit_frames` frames, are
-encoded as its MR_init prefixes. Each sequence is text + MR_init, or text only (pad prefix, `p_text_only`), or
+longer); `mrinit_poses_per_clip` random frames of each clip, made like MSM's pseudo-labels (`mrinit_noise`: right
+in the image plane of a random view, guessed in depth; `motion/mrinit_noise.py`) and held still for
+`mrinit_frames` frames, are encoded as its MR_init prefixes. Each sequence is text + MR_init, or text only (pad prefix, `p_text_only`), or
 MR_init only (null text, `p_mrinit_only`), so all three conditioning modes work.
 """
 
@@ -25,6 +26,7 @@ import torch
 from posesyn_core.data.motions import read_motions
 from posesyn_core.errors import DataError
 from posesyn_core.motion.config import ARCHITECTURES, MotionTrainConfig
+from posesyn_core.motion.mrinit_noise import pseudo_label_like
 from posesyn_core.motion.plots import skeleton_strip_png
 from posesyn_core.motion.representation import Normalizer, features_to_joints, joints_to_features
 from posesyn_core.motion.synthesizer import MotionSynthesizer, encode_poses
@@ -262,8 +264,11 @@ def _train_gpt(ctx: StageContext, cfg: MotionTrainConfig, vqvae: MotionVQVAE, no
     tokens = _tokenize(vqvae, train, ctx.device)
     prefixes = []
     for i, c in enumerate(train):
-        frames = ctx.rng(PREFIXES, i).integers(0, len(c.joints), cfg.mrinit_poses_per_clip)
-        prefixes.append(encode_poses(vqvae, normalizer, c.joints[frames], cfg.mrinit_frames, ctx.device))
+        rng = ctx.rng(PREFIXES, i)
+        poses = c.joints[rng.integers(0, len(c.joints), cfg.mrinit_poses_per_clip)]
+        if cfg.mrinit_noise.enabled:
+            poses = pseudo_label_like(poses, rng, **cfg.mrinit_noise.model_dump())
+        prefixes.append(encode_poses(vqvae, normalizer, poses, cfg.mrinit_frames, ctx.device))
     texts = sorted({t for c in train for t in c.texts} | {NULL_TEXT})
     text_index = {t: k for k, t in enumerate(texts)}
     text_feats = torch.from_numpy(text_encoder.encode(texts)).to(ctx.device)
