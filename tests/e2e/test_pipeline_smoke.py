@@ -45,6 +45,8 @@ def test_smoke_pipeline_end_to_end(tmp_path: Path):
     assert (variant / "evaluate" / "results.json").is_file()
 
     out = posesyn("report", str(run_yaml), "--ablation-samples", "8").stdout
+    ablation = json.loads((root / "report" / "mrinit_ablation_8.json").read_text())
+    assert ablation["num_motions"] == 2 and ablation["num_samples"] == 8
     assert "(a) TPE before fine-tuning" in out and "(b) fine-tuned on real data only" in out
     assert "(c) PoseSyn (EEM-selected)" in out
     page = (root / "report" / "index.html").read_text()
@@ -54,3 +56,10 @@ def test_smoke_pipeline_end_to_end(tmp_path: Path):
     results = json.loads((root / "evaluate" / "results.json").read_text())["results"]
     # The table is the evaluate stage's numbers, not typed in.
     assert ours["(a)"]["sets"]["world/wild_test"]["mpjpe"] == results["tpe"]["world/wild_test"]["all"]["mpjpe"]
+
+    # A re-run msm with another config invalidates the report's cached MR_init ablation.
+    cfg["msm"]["num_motions"] = 3
+    run_yaml.write_text(yaml.safe_dump(cfg))
+    posesyn("run", str(run_yaml), "--only", "msm")
+    posesyn("report", str(run_yaml), "--ablation-samples", "8")
+    assert json.loads((root / "report" / "mrinit_ablation_8.json").read_text())["num_motions"] == 3
