@@ -8,8 +8,8 @@ same batches, corruptions and dropout as an uninterrupted one.
 Transformer training data: every training clip is tokenized whole (cropped to `max_motion_tokens` at random when
 longer); `mrinit_poses_per_clip` random frames of each clip, made like MSM's pseudo-labels (`mrinit_noise`: right
 in the image plane of a random view, guessed in depth; `motion/mrinit_noise.py`) and held still for
-`mrinit_frames` frames, are encoded as its MR_init prefixes. Each sequence is text + MR_init, or text only (pad prefix, `p_text_only`), or
-MR_init only (null text, `p_mrinit_only`), so all three conditioning modes work.
+`mrinit_frames` frames, are encoded as its MR_init prefixes. Each sequence is text + MR_init, or text only (pad
+prefix, `p_text_only`), or MR_init only (null text, `p_mrinit_only`), so all three conditioning modes work.
 """
 
 from __future__ import annotations
