@@ -51,7 +51,8 @@ class MrinitNoiseSection(StrictModel):
 
     depth_flip: float = Field(0.15, ge=0, le=1, description="Probability that a bone's depth sign is wrong.")
     bone_jitter: float = Field(0.05, ge=0, le=0.5, description="Relative std of the guessed bone lengths.")
-    tilt_deg: float = Field(10.0, ge=0, le=90, description="Camera pitch and roll (uniform, +-degrees) left in the pose.")
+    tilt_deg: float = Field(10.0, ge=0, le=90, description="Camera pitch and roll (uniform, +-degrees) left in the "
+                            "pose.")
 
     @property
     def enabled(self) -> bool:
