@@ -144,8 +144,9 @@ def mrinit_ablation(run: RunConfigBase, store: Store, limit: int | None) -> dict
         return None
     msm_fingerprint = store.read_json("msm/_SUCCESS")["fingerprint"]
     cached = join(REPORT, f"mrinit_ablation_{limit or 'all'}.json")
-    if store.exists(cached) and store.read_json(cached).get("msm_fingerprint") == msm_fingerprint:
-        return store.read_json(cached)
+    previous = _read_json(store, cached)
+    if previous and previous.get("msm_fingerprint") == msm_fingerprint:
+        return previous
     from posesyn_core.eem.evaluate import load_hidden3d
     from posesyn_core.msm.ablation import ablation_for_run
 
