@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from posesyn_core.msm.ablation import format_table, frame_errors
+from posesyn_core.msm.ablation import format_table, frame_errors, improvement_interval
 from posesyn_core.msm.config import MsmSection
 from posesyn_core.msm.pipeline import closest_frames
 
@@ -40,7 +40,22 @@ def test_format_table() -> None:
     result = {"pseudo_label_mm": 100.0, "num_samples": 3, "min_improvement": 0.2, "mean_improvement": 0.1,
               "variants": {"text+mrinit": {"mean_mm": 90.0, "min_mm": 40.0},
                            "text": {"mean_mm": 100.0, "min_mm": 50.0}},
-              "true_pose_mrinit": {"mean_mm": 80.0, "min_mm": 30.0}}
+              "true_pose_mrinit": {"mean_mm": 80.0, "min_mm": 30.0}, "min_improvement_95ci": [0.05, 0.31]}
     table = format_table(result)
+    assert "95% interval +5.0% to +31.0%" in table
     assert "| text+mrinit | 90.0 | 40.0 |" in table and "min +20.0%" in table
     assert "| text+mrinit, MR_init from the true pose (bound) | 80.0 | 30.0 |" in table and "min +40.0%" in table
+
+
+def test_improvement_interval_brackets_the_gain_and_reflects_spread() -> None:
+    rng = np.random.default_rng(0)
+    baseline = rng.uniform(15, 220, 300)  # hard poses of very unequal difficulty, like the demo's
+    assert improvement_interval(0.8 * baseline, baseline) == pytest.approx((0.2, 0.2))  # same ratio in every draw
+    noisy = baseline * rng.uniform(0.6, 1.2, 300)
+    lo, hi = improvement_interval(noisy, baseline)
+    assert lo < 1 - noisy.mean() / baseline.mean() < hi and hi - lo > 0.02
+    few_lo, few_hi = improvement_interval(noisy[:30], baseline[:30])
+    assert few_hi - few_lo > hi - lo  # fewer samples, wider interval
+    assert improvement_interval(noisy, baseline) == (lo, hi)  # seeded
+    with pytest.raises(ValueError, match="equal-length"):
+        improvement_interval(noisy[:10], baseline)

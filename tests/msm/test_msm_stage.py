@@ -139,6 +139,7 @@ def test_mrinit_ablation_reports_both_variants(components: dict) -> None:
     for v in result["variants"].values():
         assert v["min_mm"] <= v["mean_mm"] and len(v["per_sample_min_mm"]) == 4
     assert result["pseudo_label_mm"] < 1e-3 + 10  # pseudo-label = GT shifted by 1 cm: PA removes it
-    assert "min_improvement" in result
+    lo, hi = result["min_improvement_95ci"]
+    assert lo <= result["min_improvement"] <= hi
     bound = result["true_pose_mrinit"]  # MR_init from the true pose: same shape of result
     assert bound["min_mm"] <= bound["mean_mm"] and len(bound["per_sample_min_mm"]) == 4
