@@ -102,9 +102,21 @@ def wait_for(predicate, timeout: float = 30.0) -> None:  # noqa: ANN001
         time.sleep(0.02)
 
 
-def in_thread(seq: Sequencer) -> tuple[threading.Thread, list[int]]:
-    """Run a sequencer as its pod would, in the background; the list receives its exit code."""
-    result: list[int] = []
-    thread = threading.Thread(target=lambda: result.append(seq.run()), daemon=True)
-    thread.start()
-    return thread, result
+@pytest.fixture
+def in_background(api):
+    """Runs sequencers in the background as their pods would: `in_background(seq)` -> (thread, list that receives
+    the exit code). Teardown waits for each to end before the fake API server stops: a sequencer still polling a
+    stopped server would raise later, inside another test."""
+    threads: list[threading.Thread] = []
+
+    def start(seq: Sequencer) -> tuple[threading.Thread, list[int]]:
+        result: list[int] = []
+        thread = threading.Thread(target=lambda: result.append(seq.run()), daemon=True)
+        thread.start()
+        threads.append(thread)
+        return thread, result
+
+    yield start
+    for thread in threads:
+        thread.join(60)
+    assert not any(t.is_alive() for t in threads), "a sequencer was still running when the test ended"

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import RELEASE, STAGES, in_thread, sequencer, status, wait_for
+from conftest import RELEASE, STAGES, sequencer, status, wait_for
 from kube_fake_api import JobController
 
 from posesyn_core.launch.sequencer import EXIT_RUN_FAILED, EXIT_SUCCEEDED
@@ -56,9 +56,9 @@ def test_config_error_is_reported_as_do_not_retry(api, kube, release):
     assert "config or usage error: fix the run config" in status(api)["world.message"]
 
 
-def test_unschedulable_pod_reason_is_recorded_then_cancel_stops_the_sequencer(api, kube, release):
+def test_unschedulable_pod_reason_is_recorded_then_cancel_stops_the_sequencer(api, kube, release, in_background):
     JobController(api, {"world": "unschedulable"})
-    thread, result = in_thread(sequencer(kube, watch_timeout_s=1))
+    thread, result = in_background(sequencer(kube, watch_timeout_s=1))
     wait_for(lambda: "Insufficient nvidia.com/gpu" in status(api).get("world.message", ""))
     assert status(api)["world.message"].startswith("Stage world is pending: cannot be scheduled: 0/3 nodes")
     # what `posesyn cancel` does: mark the run cancelled, suspend the stage Job
@@ -69,9 +69,9 @@ def test_unschedulable_pod_reason_is_recorded_then_cancel_stops_the_sequencer(ap
     assert status(api)["run.state"] == "Cancelled"
 
 
-def test_watch_expiry_410_relists_and_carries_on(api, kube, release):
+def test_watch_expiry_410_relists_and_carries_on(api, kube, release, in_background):
     controller = JobController(api, {"tpe-train": "hold"})
-    thread, result = in_thread(sequencer(kube, watch_timeout_s=30))
+    thread, result = in_background(sequencer(kube, watch_timeout_s=30))
     wait_for(lambda: "tpe-train" in controller.started and api.open_watches == 1)
     lists_before = api.count("GET", r"/jobs\?(?!.*watch)")
     api.expire_watches()  # the open watch ends with ERROR 410; any watch from an older version gets 410 too
@@ -88,7 +88,7 @@ def test_transient_api_errors_are_retried(api, kube, release, controller):
     assert sequencer(kube).run() == EXIT_SUCCEEDED
 
 
-def test_restarted_sequencer_does_not_rerun_completed_stages(api, kube, release, tmp_path):
+def test_restarted_sequencer_does_not_rerun_completed_stages(api, kube, release, tmp_path, in_background):
     """Kill a sequencer process while stage 2 runs; a new one waits for stage 2 and then starts stage 3."""
     controller = JobController(api, {"tpe-train": "hold"})
     script = (f"import sys; from kubernetes import client; from posesyn_core.launch.kube import Kube; "
@@ -102,7 +102,7 @@ def test_restarted_sequencer_does_not_rerun_completed_stages(api, kube, release,
         first.send_signal(signal.SIGKILL)
         first.wait()
     patches_before = api.count("PATCH", r"/jobs/")
-    thread, result = in_thread(sequencer(kube))
+    thread, result = in_background(sequencer(kube))
     wait_for(lambda: api.count("GET", r"watch=") > 0)
     controller.release_hold("tpe-train")
     thread.join(30)

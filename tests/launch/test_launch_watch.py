@@ -7,7 +7,7 @@ import json
 import threading
 
 import pytest
-from conftest import RELEASE, STAGES, in_thread, invoke, sequencer, status, wait_for
+from conftest import RELEASE, STAGES, invoke, sequencer, status, wait_for
 from kube_fake_api import JobController
 
 from posesyn_core.launch.sequencer import EXIT_RUN_FAILED, EXIT_SUCCEEDED
@@ -15,8 +15,10 @@ from posesyn_core.launch.sequencer import EXIT_RUN_FAILED, EXIT_SUCCEEDED
 pytestmark = pytest.mark.timeout(120)  # a hung watch fails fast, not at the suite's limit
 
 
-def start_sequencer(kube) -> tuple[threading.Thread, list[int]]:
-    return in_thread(sequencer(kube, watch_timeout_s=2))
+@pytest.fixture
+def start_sequencer(kube, in_background):
+    """Starts the run's sequencer in the background (watch timeout 2 s); the test ends only after it does."""
+    return lambda: in_background(sequencer(kube, watch_timeout_s=2))
 
 
 def watcher_watches(api) -> int:
@@ -25,9 +27,9 @@ def watcher_watches(api) -> int:
     return sum("watch=" in path and "posesyn.ai" not in path for _, path in list(api.requests))
 
 
-def test_watch_follows_a_run_to_success(api, kube, kubeconfig, release):
+def test_watch_follows_a_run_to_success(api, kube, kubeconfig, release, start_sequencer):
     controller = JobController(api, {"world": "hold"})
-    thread, result = start_sequencer(kube)
+    thread, result = start_sequencer()
     outputs: list[str] = []
     watcher = threading.Thread(target=lambda: outputs.append(invoke(["watch", RELEASE, "--poll", "1"], 0).output))
     watcher.start()
@@ -52,9 +54,9 @@ def test_watch_follows_a_run_to_success(api, kube, kubeconfig, release):
     assert lines[-1].startswith(f"Run {RELEASE} succeeded: 3 stages in")
 
 
-def test_watch_reports_a_failed_stage_and_exits_1(api, kube, kubeconfig, release):
+def test_watch_reports_a_failed_stage_and_exits_1(api, kube, kubeconfig, release, start_sequencer):
     JobController(api, {"tpe-train": "fail"})
-    start_sequencer(kube)
+    start_sequencer()
     out = invoke(["watch", RELEASE, "--poll", "1"], 1).output
     assert "Run demo failed: Stage tpe-train failed: failed 3 times (backoffLimit reached); last attempt exited " \
            "with code 1" in out
@@ -63,9 +65,9 @@ def test_watch_reports_a_failed_stage_and_exits_1(api, kube, kubeconfig, release
     assert "tpe-train attempt 2 starting" in logs and "[demo-tpe-train-0-0] tpe-train attempt 0 starting" in logs
 
 
-def test_watch_survives_watch_expiry(api, kube, kubeconfig, release):
+def test_watch_survives_watch_expiry(api, kube, kubeconfig, release, start_sequencer):
     controller = JobController(api, {"world": "hold"})
-    start_sequencer(kube)
+    start_sequencer()
     done: list[str] = []
     watcher = threading.Thread(target=lambda: done.append(invoke(["watch", RELEASE, "--poll", "30"], 0).output))
     watcher.start()
@@ -77,9 +79,9 @@ def test_watch_survives_watch_expiry(api, kube, kubeconfig, release):
     assert done and "succeeded" in done[0].splitlines()[-1]
 
 
-def test_unschedulable_stage_is_explained_then_cancel_and_resume(api, kube, kubeconfig, release):
+def test_unschedulable_stage_is_explained_then_cancel_and_resume(api, kube, kubeconfig, release, start_sequencer):
     controller = JobController(api, {"world": "unschedulable"})
-    thread, result = start_sequencer(kube)
+    thread, result = start_sequencer()
     wait_for(lambda: api.get("pods", "demo-world-0-0") is not None and "world.message" in status(api))
     out = invoke(["cluster", "status", RELEASE], 0).output
     assert "Insufficient" in out and "Run demo is in progress." in out
@@ -103,14 +105,14 @@ def test_unschedulable_stage_is_explained_then_cancel_and_resume(api, kube, kube
     out = invoke(["resume", RELEASE], 0).output
     assert "unsuspended the sequencer Job" in out
     assert api.get("jobs", "demo-sequencer")["spec"]["suspend"] is False
-    thread, result = start_sequencer(kube)
+    thread, result = start_sequencer()
     thread.join(30)
     assert result == [EXIT_SUCCEEDED] and status(api)["run.state"] == "Succeeded"
 
 
-def test_resume_recreates_the_failed_stage_and_skips_completed_ones(api, kube, kubeconfig, release):
+def test_resume_recreates_the_failed_stage_and_skips_completed_ones(api, kube, kubeconfig, release, start_sequencer):
     controller = JobController(api, {"eem": "oom"})
-    thread, result = start_sequencer(kube)
+    thread, result = start_sequencer()
     thread.join(30)
     assert result == [EXIT_RUN_FAILED]
     api.update("jobs", "demo-sequencer", lambda j: j["status"].update(
@@ -123,16 +125,16 @@ def test_resume_recreates_the_failed_stage_and_skips_completed_ones(api, kube, k
     eem = api.get("jobs", "demo-eem")
     assert eem["metadata"]["uid"] != old_uid and eem["spec"]["suspend"] is True and "status" not in eem
     assert "selector" not in eem["spec"]
-    thread, result = start_sequencer(kube)
+    thread, result = start_sequencer()
     thread.join(30)
     assert result == [EXIT_SUCCEEDED]
     assert controller.started == STAGES + ["eem"]  # world and tpe-train did not run again
     invoke(["resume", RELEASE], 1)  # nothing left to resume: one error line, exit 1
 
 
-def test_logs_follow_streams_until_the_pod_ends(api, kube, kubeconfig, release):
+def test_logs_follow_streams_until_the_pod_ends(api, kube, kubeconfig, release, start_sequencer):
     controller = JobController(api, {"world": "hold"})
-    start_sequencer(kube)
+    start_sequencer()
     wait_for(lambda: "world" in controller.started and api.get("pods", "demo-world-0-0") is not None)
     wait_for(lambda: api.get("pods", "demo-world-0-0")["status"]["phase"] == "Running")
     threading.Timer(0.5, controller.release_hold, args=("world",)).start()
