@@ -18,6 +18,9 @@ from posesyn_core.msm.config import Conditioning, MsmSection
 from posesyn_core.msm.pipeline import MotionSynthesisPipeline, pseudo_labels
 
 
+RESULT_VERSION = 2  # of mrinit_ablation's result fields: a report recomputes a cached result of another version
+
+
 def frame_errors(motions: np.ndarray, gt: np.ndarray) -> np.ndarray:
     """motions (B, N, L, 22, 3), gt (B, 22, 3) -> PA-MPJPE (B, N, L) in mm."""
     return pa_mpjpe(motions, gt[:, None, None])
@@ -70,7 +73,8 @@ def mrinit_ablation(
     if gt3d.shape != poses.shape:
         raise ValueError(f"gt3d: expected {poses.shape}, got {gt3d.shape}")
     caps = [captions.get(r["id"], []) for r in rows]
-    result: dict = {"num_samples": len(rows), "num_motions": cfg.num_motions, "num_frames": cfg.num_frames,
+    result: dict = {"version": RESULT_VERSION, "num_samples": len(rows), "num_motions": cfg.num_motions,
+                    "num_frames": cfg.num_frames,
                     "pseudo_label_mm": float(pa_mpjpe(poses, gt3d).mean()), "variants": {}}  # fmt: skip
 
     def pipeline(variant: Conditioning) -> MotionSynthesisPipeline:

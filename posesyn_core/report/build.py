@@ -138,18 +138,18 @@ def _read_json(store: Store, key: str) -> Any:
 def mrinit_ablation(run: RunConfigBase, store: Store, limit: int | None) -> dict | None:
     """The MSM table on the run's hard set (its first `limit` samples, or all) against the mini-world's hidden
     3D; cached under report/ and recomputed when msm's fingerprint (which covers its config, the motion model,
-    the hard set and the captions) changes."""
+    the hard set and the captions) or the result's fields (`RESULT_VERSION`) change."""
     hidden_key = "world/wild2d_hidden3d.npz"
     if not (store.exists(hidden_key) and store.exists("msm/_SUCCESS") and store.exists("caption/_SUCCESS")):
         return None
     msm_fingerprint = store.read_json("msm/_SUCCESS")["fingerprint"]
     cached = join(REPORT, f"mrinit_ablation_{limit or 'all'}.json")
-    previous = _read_json(store, cached)
-    if previous and previous.get("msm_fingerprint") == msm_fingerprint:
-        return previous
     from posesyn_core.eem.evaluate import load_hidden3d
-    from posesyn_core.msm.ablation import ablation_for_run
+    from posesyn_core.msm.ablation import RESULT_VERSION, ablation_for_run
 
+    previous = _read_json(store, cached)
+    if previous and (previous.get("msm_fingerprint"), previous.get("version")) == (msm_fingerprint, RESULT_VERSION):
+        return previous
     result = ablation_for_run(store, run.section("msm"), load_hidden3d(store, hidden_key), device="cpu",
                               limit=limit, seed=run.seed)  # fmt: skip
     result["msm_fingerprint"] = msm_fingerprint

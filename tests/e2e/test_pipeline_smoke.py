@@ -57,6 +57,15 @@ def test_smoke_pipeline_end_to_end(tmp_path: Path):
     # The table is the evaluate stage's numbers, not typed in.
     assert ours["(a)"]["sets"]["world/wild_test"]["mpjpe"] == results["tpe"]["world/wild_test"]["all"]["mpjpe"]
 
+    assert "95% interval" in (root / "report" / "summary.md").read_text()
+
+    # A cached ablation from an older version of its fields is recomputed, so the report has them all.
+    ablation.update(version=1)
+    del ablation["min_improvement_95ci"]
+    (root / "report" / "mrinit_ablation_8.json").write_text(json.dumps(ablation))
+    posesyn("report", str(run_yaml), "--ablation-samples", "8")
+    assert "min_improvement_95ci" in json.loads((root / "report" / "mrinit_ablation_8.json").read_text())
+
     # A re-run msm with another config invalidates the report's cached MR_init ablation.
     cfg["msm"]["num_motions"] = 3
     run_yaml.write_text(yaml.safe_dump(cfg))
