@@ -18,7 +18,7 @@ from posesyn_core.msm.config import Conditioning, MsmSection
 from posesyn_core.msm.pipeline import MotionSynthesisPipeline, pseudo_labels
 
 
-RESULT_VERSION = 2  # of mrinit_ablation's result fields: a report recomputes a cached result of another version
+RESULT_VERSION = 3  # of mrinit_ablation's result fields: a report recomputes a cached result of another version
 
 
 def frame_errors(motions: np.ndarray, gt: np.ndarray) -> np.ndarray:
@@ -29,16 +29,21 @@ def frame_errors(motions: np.ndarray, gt: np.ndarray) -> np.ndarray:
 def _generate(pipe: MotionSynthesisPipeline, poses: np.ndarray, caps: list[list[str]], gt3d: np.ndarray,
               cfg: MsmSection, seed: int) -> dict:  # fmt: skip
     """Mean/min PA-MPJPE (mm) of `pipe`'s motions for MR_init `poses` against `gt3d`, batch by batch."""
-    mins, means = [], []
+    mins, means, roundtrips = [], [], []
     for bi, start in enumerate(range(0, len(poses), cfg.batch_size)):
         sl = slice(start, start + cfg.batch_size)
         out = pipe(poses[sl], caps[sl], seed=seed + bi, cycle_captions=cfg.captions == "cycle")
         err = frame_errors(out.motions, gt3d[sl]).reshape(len(out.motions), -1)  # (b, N * L)
         mins.append(err.min(1))
         means.append(err.mean(1))
+        if out.mrinit_roundtrip is not None:
+            roundtrips.append(out.mrinit_roundtrip)
     per_min, per_mean = np.concatenate(mins), np.concatenate(means)
-    return {"mean_mm": float(per_mean.mean()), "min_mm": float(per_min.mean()),
-            "per_sample_min_mm": np.round(per_min, 2).tolist()}  # fmt: skip
+    result = {"mean_mm": float(per_mean.mean()), "min_mm": float(per_min.mean()),
+              "per_sample_min_mm": np.round(per_min, 2).tolist()}  # fmt: skip
+    if roundtrips:  # what MR_init could carry of its poses (`msm.pipeline.mrinit_roundtrip`)
+        result["mrinit_roundtrip_mm"] = float(np.concatenate(roundtrips).mean())
+    return result
 
 
 def improvement_interval(candidate: np.ndarray, baseline: np.ndarray, level: float = 0.95, draws: int = 4000,
@@ -114,6 +119,12 @@ def format_table(result: dict) -> str:
             bound = 1.0 - result["true_pose_mrinit"]["min_mm"] / result["variants"]["text"]["min_mm"]
             lines.append(f"(with MR_init from the true pose: min {bound:+.1%}, the most MR_init adds with this "
                          "motion model)")
+    pseudo = next((v["mrinit_roundtrip_mm"] for v in result["variants"].values() if "mrinit_roundtrip_mm" in v), None)
+    true = result.get("true_pose_mrinit", {}).get("mrinit_roundtrip_mm")
+    shown = [f"{what} {mm:.1f} mm" for what, mm in (("pseudo-labels", pseudo), ("true poses", true)) if mm is not None]
+    if shown:
+        lines.append(f"(MR_init decoded back to joints vs the pose it encodes, PA-MPJPE: {', '.join(shown)}; the "
+                     "transformer sees a hard pose only this well)")
     return "\n".join(lines)
 
 

@@ -29,6 +29,8 @@ class MsmOutput:
     best_frame: np.ndarray  # (B, N) index of the frame closest to the hard pose
     best_pa_mpjpe: np.ndarray  # (B, N) PA-MPJPE (mm) of that frame vs the pseudo-label
     texts: list[list[str]]  # (B, N) the text each motion was conditioned on ("" when text is off)
+    mrinit_codes: np.ndarray | None = None  # (B, T/4) MR_init VQ indices (None without MR_init)
+    mrinit_roundtrip: np.ndarray | None = None  # (B,) PA-MPJPE (mm) of those codes decoded vs the pose (below)
 
 
 def pseudo_labels(rows: Sequence[dict], fit: FitTo2d = "lift") -> np.ndarray:
@@ -44,6 +46,18 @@ def closest_frames(motions: np.ndarray, pose: np.ndarray) -> tuple[np.ndarray, n
     err = pa_mpjpe(motions, pose[..., None, :, :])  # (..., L)
     best = err.argmin(-1)
     return best, np.take_along_axis(err, best[..., None], -1)[..., 0]
+
+
+def mrinit_roundtrip(synthesizer, codes: np.ndarray, poses: np.ndarray) -> np.ndarray:  # noqa: ANN001
+    """(B,) PA-MPJPE (mm) of MR_init codes decoded back to joints against the poses they encode, averaged over the
+    decoded frames: how much of a hard pose MR_init can pass to the transformer at all.
+
+    Why it is worth a number: the VQ-VAE is trained on motion, and a pose held still (constant input to a
+    convolutional encoder) comes out as one code repeated, so MR_init names one of a few hundred codes. On the
+    demo's hard set the true poses decode at ~108 mm and three in four share their code with a pose of another
+    family; MR_init cannot tell such poses apart, whatever the transformer learns (README, MR_init ablation)."""
+    decoded = np.stack(synthesizer.decode(np.asarray(codes).tolist())).astype(np.float64)  # (B, T, 22, 3)
+    return pa_mpjpe(decoded, np.asarray(poses, np.float64)[:, None]).mean(-1)
 
 
 class MotionSynthesisPipeline:
@@ -82,15 +96,16 @@ class MotionSynthesisPipeline:
         # 2. Pseudo-labels (root-relative camera frame) -> world frame: y up, lowest joint on the floor
         poses = camera_to_upright(poses_cam)  # (B, 22, 3); root-relative input keeps the root at x = z = 0
 
-        # 3. MR_init: the pose repeated over T frames, encoded to T/4 VQ indices
-        mrinit = None
+        # 3. MR_init: the pose repeated over T frames, encoded to T/4 VQ indices (and how well they decode back)
+        mrinit = roundtrip = None
         if "mrinit" in self.conditioning:
-            mrinit = self.synthesizer.encode_poses(poses)  # (B, T/4)
+            mrinit = np.asarray(self.synthesizer.encode_poses(poses))  # (B, T/4)
+            roundtrip = mrinit_roundtrip(self.synthesizer, mrinit, poses)
 
         # 4. Sample N token sequences per pose: texts repeat prompt-major, like the sampler's rows
         texts = self.texts_for(captions, cycle_captions)
         tokens = self.synthesizer.sample([t for row in texts for t in row],
-                                         None if mrinit is None else np.repeat(np.asarray(mrinit), n, 0),
+                                         None if mrinit is None else np.repeat(mrinit, n, 0),
                                          max_tokens=self.num_frames // 4, temperature=self.temperature,
                                          top_k=self.top_k, top_p=self.top_p, seed=seed, stop_on_end=False)  # fmt: skip
 
@@ -100,4 +115,4 @@ class MotionSynthesisPipeline:
 
         # 6. The frame of each motion closest to its hard pose (shape only: PA-MPJPE)
         best, err = closest_frames(motions, poses[:, None])
-        return MsmOutput(motions.astype(np.float32), best, err, texts)
+        return MsmOutput(motions.astype(np.float32), best, err, texts, mrinit, roundtrip)

@@ -4,7 +4,9 @@ Each shard writes motion parts `msm/shards/<i>-of-<n>/motions/parts/part-<c>.{np
 challenging set; atomic, skipped on resume). Finalize gathers them into one motion dataset
 (`posesyn_core/data/motions.py` format) at `msm/motions/`: clip id `<sample id>-m<k>`, texts [the caption it was
 conditioned on], family = the source sample's family (or "unknown"), meta {source_id, source_index, caption,
-conditioning, motion, best_frame, best_pa_mpjpe_mm}; plus `msm/summary.json`.
+conditioning, motion, best_frame, best_pa_mpjpe_mm} plus, with MR_init, {mrinit_codes, mrinit_roundtrip_mm} (its
+VQ indices and how well they decode back to the pseudo-label: `msm.pipeline.mrinit_roundtrip`); and
+`msm/summary.json`.
 """
 
 from __future__ import annotations
@@ -64,6 +66,9 @@ def synthesize_chunk(ctx: StageContext, pipe: MotionSynthesisPipeline, rows: lis
         out = pipe(poses, [captions.get(r["id"], []) for r in batch], seed=int(seeds[bi]),
                    cycle_captions=cfg.captions == "cycle")  # fmt: skip
         for i, row in enumerate(batch):
+            mrinit = {} if out.mrinit_codes is None else {
+                "mrinit_codes": out.mrinit_codes[i].tolist(),
+                "mrinit_roundtrip_mm": round(float(out.mrinit_roundtrip[i]), 2)}  # fmt: skip
             for k in range(cfg.num_motions):
                 text = out.texts[i][k]
                 clips.append(MotionClip(
@@ -71,7 +76,7 @@ def synthesize_chunk(ctx: StageContext, pipe: MotionSynthesisPipeline, rows: lis
                     texts=[text] if text else [],
                     meta={"source_id": row["id"], "source_index": row["index"], "caption": text,
                           "conditioning": cfg.conditioning, "motion": k, "best_frame": int(out.best_frame[i, k]),
-                          "best_pa_mpjpe_mm": round(float(out.best_pa_mpjpe[i, k]), 2)},
+                          "best_pa_mpjpe_mm": round(float(out.best_pa_mpjpe[i, k]), 2), **mrinit},
                 ))  # fmt: skip
     return clips
 
@@ -133,5 +138,18 @@ def finalize(ctx: StageContext) -> None:
         "examples": [{"id": m["source_id"], "caption": m["caption"], "best_frame": m["best_frame"]}
                      for m in metas[: 8 * cfg.num_motions : cfg.num_motions]],
     }  # fmt: skip
+    if "mrinit_codes" in metas[0]:
+        summary["mrinit"] = mrinit_summary(metas)
     ctx.store.write_json(ctx.key("summary.json"), summary)
-    ctx.extra["msm"] = {k: summary[k] for k in ("conditioning", "hard_poses", "motions", "best_frame_pa_mpjpe_mm")}
+    ctx.extra["msm"] = {k: summary[k] for k in ("conditioning", "hard_poses", "motions", "best_frame_pa_mpjpe_mm",
+                                                "mrinit") if k in summary}  # fmt: skip
+
+
+def mrinit_summary(metas: list[dict]) -> dict:
+    """What MR_init could carry over the hard poses: its decoded round-trip error (mm) and how many hard poses got
+    distinct code sequences (few distinct prefixes: the transformer cannot tell those poses apart by MR_init)."""
+    per_pose = {m["source_id"]: m for m in metas}  # one row per hard pose (its N motions share the MR_init)
+    roundtrip = np.array([m["mrinit_roundtrip_mm"] for m in per_pose.values()])
+    return {"roundtrip_pa_mpjpe_mm": {"mean": float(roundtrip.mean()), "median": float(np.median(roundtrip))},
+            "distinct_prefixes": len({tuple(m["mrinit_codes"]) for m in per_pose.values()}),
+            "hard_poses": len(per_pose)}  # fmt: skip

@@ -60,11 +60,13 @@ def test_smoke_pipeline_end_to_end(tmp_path: Path):
     assert "95% interval" in (root / "report" / "summary.md").read_text()
 
     # A cached ablation from an older version of its fields is recomputed, so the report has them all.
-    ablation.update(version=1)
-    del ablation["min_improvement_95ci"]
+    assert "the transformer sees a hard pose only this well" in (root / "report" / "summary.md").read_text()
+    ablation.update(version=2)
+    del ablation["variants"]["text+mrinit"]["mrinit_roundtrip_mm"]
     (root / "report" / "mrinit_ablation_8.json").write_text(json.dumps(ablation))
     posesyn("report", str(run_yaml), "--ablation-samples", "8")
-    assert "min_improvement_95ci" in json.loads((root / "report" / "mrinit_ablation_8.json").read_text())
+    recomputed = json.loads((root / "report" / "mrinit_ablation_8.json").read_text())
+    assert recomputed["version"] == 3 and "mrinit_roundtrip_mm" in recomputed["variants"]["text+mrinit"]
 
     # A re-run msm with another config invalidates the report's cached MR_init ablation.
     cfg["msm"]["num_motions"] = 3

@@ -45,6 +45,10 @@ def test_format_table() -> None:
     assert "95% interval +5.0% to +31.0%" in table
     assert "| text+mrinit | 90.0 | 40.0 |" in table and "min +20.0%" in table
     assert "| text+mrinit, MR_init from the true pose (bound) | 80.0 | 30.0 |" in table and "min +40.0%" in table
+    assert "decoded back" not in table  # no round trip measured: no line
+    result["variants"]["text+mrinit"]["mrinit_roundtrip_mm"] = 108.24
+    result["true_pose_mrinit"]["mrinit_roundtrip_mm"] = 96.0
+    assert "PA-MPJPE: pseudo-labels 108.2 mm, true poses 96.0 mm;" in format_table(result)
 
 
 def test_improvement_interval_brackets_the_gain_and_reflects_spread() -> None:

@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+from posesyn_core.caption.posecodes import camera_to_upright
 from posesyn_core.data.motions import read_motions
 from posesyn_core.errors import ConfigError
 from posesyn_core.geometry import WORLD_TO_CAMERA_AXES
+from posesyn_core.metrics import pa_mpjpe
 from posesyn_core.motion.representation import FEATURE_DIM, Normalizer
 from posesyn_core.motion.synthesizer import MotionSynthesizer
 from posesyn_core.motion.t2m_gpt import T2MGPT, T2MGPTConfig
@@ -20,7 +22,7 @@ from posesyn_core.motion.text import TextEncoderSpec, load_text_encoder
 from posesyn_core.motion.vqvae import MotionVQVAE, VQVAEConfig
 from posesyn_core.msm.ablation import improvement_interval, mrinit_ablation
 from posesyn_core.msm.config import MsmSection
-from posesyn_core.msm.pipeline import MotionSynthesisPipeline
+from posesyn_core.msm.pipeline import MotionSynthesisPipeline, mrinit_roundtrip
 from posesyn_core.pipeline import RunConfig
 from posesyn_core.stages import execute_stage
 from posesyn_core.storage import open_store
@@ -92,10 +94,25 @@ def test_pipeline_shapes_determinism_and_conditioning(components: dict) -> None:
     assert not np.allclose(out.motions[0, 0], out.motions[0, 1])  # N different motions
     mr_only = MotionSynthesisPipeline(synthesizer(components), "mrinit", num_motions=2, num_frames=16)
     assert mr_only(poses, [[]] * 3, seed=3).texts[0] == ["", ""]
+    # MR_init and its round trip come with the output; text-only conditioning has neither
+    assert out.mrinit_codes.shape == (3, MRINIT_FRAMES // 4) and out.mrinit_roundtrip.shape == (3,)
+    np.testing.assert_array_equal(out.mrinit_codes, synthesizer(components).encode_poses(camera_to_upright(poses)))
+    text_only = MotionSynthesisPipeline(synthesizer(components), "text", num_motions=2, num_frames=16)(poses, caps, 3)
+    assert text_only.mrinit_codes is None and text_only.mrinit_roundtrip is None
     with pytest.raises(ValueError, match="caption"):
         pipe(poses, [[]] * 3, seed=0)
     with pytest.raises(ValueError, match="non-finite"):
         pipe(poses * np.nan, caps, seed=0)
+
+
+def test_mrinit_roundtrip_measures_how_well_codes_decode_to_the_pose(components: dict) -> None:
+    synth = synthesizer(components)
+    codes = synth.encode_poses(camera_to_upright(np.array([r["joints3d"] for r in hard_rows(3)])))
+    decoded = np.stack(synth.decode(codes.tolist())).astype(np.float64)  # (3, 16, 22, 3)
+    own = decoded.mean(1)  # what the codes decode to, as one pose each
+    err = mrinit_roundtrip(synth, codes, own)
+    np.testing.assert_allclose(err, pa_mpjpe(decoded, own[:, None]).mean(1))
+    assert (err < mrinit_roundtrip(synth, codes, own[::-1] * [1, -1, 1])).all()  # another pose decodes worse
 
 
 def test_msm_stage_sharded(tmp_path: Path, components: dict) -> None:
@@ -117,8 +134,12 @@ def test_msm_stage_sharded(tmp_path: Path, components: dict) -> None:
     c = clips[0]
     assert c.joints.shape == (16, 22, 3) and c.texts == ["a person moves s000"] and c.family == "cartwheel"
     assert c.meta["source_id"] == "s000" and 0 <= c.meta["best_frame"] < 16 and c.meta["conditioning"] == "text+mrinit"
+    assert len(c.meta["mrinit_codes"]) == MRINIT_FRAMES // 4 and c.meta["mrinit_roundtrip_mm"] > 0
     summary = store.read_json("msm/summary.json")
     assert summary["hard_poses"] == 4 and summary["motions"] == 8
+    roundtrips = [c.meta["mrinit_roundtrip_mm"] for c in clips[::2]]  # one per hard pose
+    assert summary["mrinit"]["hard_poses"] == 4 and 1 <= summary["mrinit"]["distinct_prefixes"] <= 4
+    assert summary["mrinit"]["roundtrip_pa_mpjpe_mm"]["mean"] == pytest.approx(np.mean(roundtrips))
     first = store.read_bytes("msm/motions/parts/part-00000.npz")
     run1 = run.model_copy(update={"msm": MsmSection(**{**section, "shards": 1})})
     execute_stage(run1, "msm", force=True)
@@ -144,3 +165,5 @@ def test_mrinit_ablation_reports_both_variants(components: dict) -> None:
                                                                   v["text"]["per_sample_min_mm"])  # fmt: skip
     bound = result["true_pose_mrinit"]  # MR_init from the true pose: same shape of result
     assert bound["min_mm"] <= bound["mean_mm"] and len(bound["per_sample_min_mm"]) == 4
+    assert v["text+mrinit"]["mrinit_roundtrip_mm"] > 0 and bound["mrinit_roundtrip_mm"] > 0
+    assert "mrinit_roundtrip_mm" not in v["text"]
