@@ -30,9 +30,13 @@ CONTACT_M = 0.12  # a part within this height of the lowest joint touches the gr
 
 
 def camera_to_upright(joints_cam: np.ndarray) -> np.ndarray:
-    """(…, 22, 3) camera frame (y down) -> y-up frame with the lowest joint on the floor (y = 0)."""
-    up = joints_cam @ WORLD_TO_CAMERA_AXES.T  # the flip is its own inverse
-    return up - np.array([0.0, up[..., 1].min(), 0.0])
+    """(…, 22, 3) camera frame (y down) -> y-up frame with each pose's lowest joint on the floor (y = 0).
+
+    Per pose, not per batch: the motion representation holds the root's height, so a lying pose put on the floor of
+    a standing pose in the same batch would be encoded as floating at standing height."""
+    up = np.asarray(joints_cam, np.float64) @ WORLD_TO_CAMERA_AXES.T  # the flip is its own inverse
+    up[..., 1] -= up[..., 1].min(-1, keepdims=True)
+    return up
 
 
 def _angle(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> float:

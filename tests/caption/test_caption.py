@@ -102,6 +102,14 @@ def test_postures(pose: np.ndarray, posture: str) -> None:
     assert codes.posture == posture
 
 
+def test_camera_to_upright_puts_each_pose_of_a_batch_on_the_floor() -> None:
+    standing, lying = to_camera(STAND), to_camera(rot_x(STAND, -90))
+    batch = camera_to_upright(np.stack([standing, lying]))
+    np.testing.assert_allclose(batch[..., 1].min(-1), 0.0, atol=1e-12)  # each pose's lowest joint on the floor
+    np.testing.assert_allclose(batch, np.stack([camera_to_upright(standing), camera_to_upright(lying)]))
+    assert batch[1, 0, 1] < 0.3 < batch[0, 0, 1]  # the lying pelvis stays low, the standing one is at hip height
+
+
 def test_posecodes_details_and_varied_sentences() -> None:
     codes = posecodes(camera_to_upright(to_camera(arms_up(STAND))))
     assert codes.hands == ("overhead", "overhead") and codes.knees == ("straight", "straight")
