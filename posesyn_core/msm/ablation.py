@@ -15,6 +15,7 @@ import numpy as np
 
 from posesyn_core.metrics import pa_mpjpe
 from posesyn_core.msm.config import Conditioning, MsmSection
+from posesyn_core.msm.mrinit import choose_depth_signs
 from posesyn_core.msm.pipeline import MotionSynthesisPipeline, pseudo_labels
 
 
@@ -67,19 +68,21 @@ def mrinit_ablation(
     true_pose_bound: bool = True,
 ) -> dict:  # fmt: skip
     """Generate with each variant for the challenging `rows` (their `joints3d` pseudo-labels fitted to the GT 2D as
-    `cfg.fit_to_2d` says) and measure against `gt3d` (B, 22, 3) true poses. Returns per-variant mean/min (mm),
+    `cfg.fit_to_2d` says, depth signs as `cfg.depth_signs` says) and measure against `gt3d` (B, 22, 3) true poses. Returns per-variant mean/min (mm),
     per-sample mins, the pseudo-label's own error and, with both `text+mrinit` and `text`, the relative
     improvement of the min (with its paired-bootstrap 95% interval) and of the mean.
 
     `true_pose_bound` adds text+MR_init with MR_init built from the true pose itself: what MR_init can add at best
     with this motion model, which separates the pseudo-label's quality from the model's ability to follow it."""
     poses = pseudo_labels(rows, cfg.fit_to_2d)
+    if cfg.depth_signs == "motion-model":  # once for every variant (the search is deterministic)
+        poses = choose_depth_signs(synthesizer, poses)
     gt3d = np.asarray(gt3d, np.float64)
     if gt3d.shape != poses.shape:
         raise ValueError(f"gt3d: expected {poses.shape}, got {gt3d.shape}")
     caps = [captions.get(r["id"], []) for r in rows]
     result: dict = {"version": RESULT_VERSION, "num_samples": len(rows), "num_motions": cfg.num_motions,
-                    "num_frames": cfg.num_frames,
+                    "num_frames": cfg.num_frames, "depth_signs": cfg.depth_signs,
                     "pseudo_label_mm": float(pa_mpjpe(poses, gt3d).mean()), "variants": {}}  # fmt: skip
 
     def pipeline(variant: Conditioning) -> MotionSynthesisPipeline:

@@ -26,6 +26,10 @@ class MsmSection(StageSection):
         "lift", description="Make each pseudo-label agree with its GT 2D before MR_init (eem/pseudo_label.py): none "
         "(the paper's raw pseudo-label), rotate (torso direction) or lift (rotate, then limbs re-lifted from the 2D)."
     )  # fmt: skip
+    depth_signs: Literal["tpe", "motion-model"] = Field(
+        "motion-model", description="Depth signs of the fitted pseudo-label's bones: tpe (the TPE's, as lifted) or "
+        "motion-model (flipped where the motion model's VQ-VAE reproduces the pose better; msm/mrinit.py)."
+    )  # fmt: skip
     temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
     top_k: int | None = Field(None, ge=1, description="Keep only the k most likely codes per step (None: all).")
     top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling mass (None: off).")

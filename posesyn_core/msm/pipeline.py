@@ -21,6 +21,7 @@ from posesyn_core.caption.posecodes import camera_to_upright
 from posesyn_core.eem.pseudo_label import FitTo2d, fit_to_2d
 from posesyn_core.metrics import pa_mpjpe
 from posesyn_core.msm.config import Conditioning
+from posesyn_core.msm.mrinit import choose_depth_signs, mrinit_roundtrip
 
 
 @dataclass
@@ -30,7 +31,7 @@ class MsmOutput:
     best_pa_mpjpe: np.ndarray  # (B, N) PA-MPJPE (mm) of that frame vs the pseudo-label
     texts: list[list[str]]  # (B, N) the text each motion was conditioned on ("" when text is off)
     mrinit_codes: np.ndarray | None = None  # (B, T/4) MR_init VQ indices (None without MR_init)
-    mrinit_roundtrip: np.ndarray | None = None  # (B,) PA-MPJPE (mm) of those codes decoded vs the pose (below)
+    mrinit_roundtrip: np.ndarray | None = None  # (B,) PA-MPJPE (mm) of those codes decoded vs the pose
 
 
 def pseudo_labels(rows: Sequence[dict], fit: FitTo2d = "lift") -> np.ndarray:
@@ -48,27 +49,16 @@ def closest_frames(motions: np.ndarray, pose: np.ndarray) -> tuple[np.ndarray, n
     return best, np.take_along_axis(err, best[..., None], -1)[..., 0]
 
 
-def mrinit_roundtrip(synthesizer, codes: np.ndarray, poses: np.ndarray) -> np.ndarray:  # noqa: ANN001
-    """(B,) PA-MPJPE (mm) of MR_init codes decoded back to joints against the poses they encode, averaged over the
-    decoded frames: how much of a hard pose MR_init can pass to the transformer at all.
-
-    Why it is worth a number: the VQ-VAE is trained on motion, and a pose held still (constant input to a
-    convolutional encoder) comes out as one code repeated, so MR_init names one of a few hundred codes. On the
-    demo's hard set the true poses decode at ~108 mm and three in four share their code with a pose of another
-    family; MR_init cannot tell such poses apart, whatever the transformer learns (README, MR_init ablation)."""
-    decoded = np.stack(synthesizer.decode(np.asarray(codes).tolist())).astype(np.float64)  # (B, T, 22, 3)
-    return pa_mpjpe(decoded, np.asarray(poses, np.float64)[:, None]).mean(-1)
-
-
 class MotionSynthesisPipeline:
     """Components in the constructor, work in `__call__` (numbered steps), inputs checked first."""
 
     def __init__(self, synthesizer, conditioning: Conditioning = "text+mrinit", num_motions: int = 4,  # noqa: ANN001
                  num_frames: int = 64, temperature: float = 1.0, top_k: int | None = None,
-                 top_p: float | None = None):  # fmt: skip
+                 top_p: float | None = None, search_depth_signs: bool = False):  # fmt: skip
         self.synthesizer = synthesizer
         self.conditioning, self.num_motions, self.num_frames = conditioning, num_motions, num_frames
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
+        self.search_depth_signs = search_depth_signs  # msm.mrinit.choose_depth_signs before MR_init
 
     def check_inputs(self, poses_cam: np.ndarray, captions: Sequence[Sequence[str]]) -> None:
         if poses_cam.ndim != 3 or poses_cam.shape[1:] != (22, 3):
@@ -93,7 +83,10 @@ class MotionSynthesisPipeline:
         self.check_inputs(poses_cam, captions)
         b, n = len(poses_cam), self.num_motions
 
-        # 2. Pseudo-labels (root-relative camera frame) -> world frame: y up, lowest joint on the floor
+        # 2. Pseudo-labels (root-relative camera frame): depth signs the motion model reproduces best, if asked;
+        #    -> world frame: y up, lowest joint on the floor
+        if self.search_depth_signs:
+            poses_cam = choose_depth_signs(self.synthesizer, poses_cam)
         poses = camera_to_upright(poses_cam)  # (B, 22, 3); root-relative input keeps the root at x = z = 0
 
         # 3. MR_init: the pose repeated over T frames, encoded to T/4 VQ indices (and how well they decode back)

@@ -42,7 +42,7 @@ def build_pipeline(ctx: StageContext) -> MotionSynthesisPipeline:
     store, prefix = (open_store(cfg.model), "") if "://" in cfg.model else (ctx.store, cfg.model)
     synthesizer = load_motion_model(store, prefix=prefix, device=ctx.device)
     return MotionSynthesisPipeline(synthesizer, cfg.conditioning, cfg.num_motions, cfg.num_frames, cfg.temperature,
-                                   cfg.top_k, cfg.top_p)  # fmt: skip
+                                   cfg.top_k, cfg.top_p, search_depth_signs=cfg.depth_signs == "motion-model")
 
 
 def synthesize_chunk(ctx: StageContext, pipe: MotionSynthesisPipeline, rows: list[dict],

@@ -22,8 +22,10 @@ from posesyn_core.motion.text import TextEncoderSpec, load_text_encoder
 from posesyn_core.motion.vqvae import MotionVQVAE, VQVAEConfig
 from posesyn_core.msm.ablation import improvement_interval, mrinit_ablation
 from posesyn_core.msm.config import MsmSection
-from posesyn_core.msm.pipeline import MotionSynthesisPipeline, mrinit_roundtrip
+from posesyn_core.msm.mrinit import choose_depth_signs, mrinit_roundtrip, upright_roundtrip
+from posesyn_core.msm.pipeline import MotionSynthesisPipeline
 from posesyn_core.pipeline import RunConfig
+from posesyn_core.skeleton import PARENTS
 from posesyn_core.stages import execute_stage
 from posesyn_core.storage import open_store
 
@@ -99,6 +101,10 @@ def test_pipeline_shapes_determinism_and_conditioning(components: dict) -> None:
     np.testing.assert_array_equal(out.mrinit_codes, synthesizer(components).encode_poses(camera_to_upright(poses)))
     text_only = MotionSynthesisPipeline(synthesizer(components), "text", num_motions=2, num_frames=16)(poses, caps, 3)
     assert text_only.mrinit_codes is None and text_only.mrinit_roundtrip is None
+    searched = MotionSynthesisPipeline(synthesizer(components), "text+mrinit", num_motions=2, num_frames=16,
+                                       search_depth_signs=True)(poses, caps, seed=3)  # fmt: skip
+    chosen = camera_to_upright(choose_depth_signs(synthesizer(components), poses))
+    np.testing.assert_array_equal(searched.mrinit_codes, synthesizer(components).encode_poses(chosen))
     with pytest.raises(ValueError, match="caption"):
         pipe(poses, [[]] * 3, seed=0)
     with pytest.raises(ValueError, match="non-finite"):
@@ -113,6 +119,23 @@ def test_mrinit_roundtrip_measures_how_well_codes_decode_to_the_pose(components:
     err = mrinit_roundtrip(synth, codes, own)
     np.testing.assert_allclose(err, pa_mpjpe(decoded, own[:, None]).mean(1))
     assert (err < mrinit_roundtrip(synth, codes, own[::-1] * [1, -1, 1])).all()  # another pose decodes worse
+
+
+def test_choose_depth_signs_keeps_the_2d_and_bones_and_never_round_trips_worse(components: dict) -> None:
+    synth = synthesizer(components)
+    poses = np.array([r["joints3d"] for r in hard_rows(6)])
+    chosen = choose_depth_signs(synth, poses)
+    np.testing.assert_allclose(chosen[..., :2], poses[..., :2], atol=1e-12)  # what the image shows stays
+    bones = [(j, p) for j, p in enumerate(PARENTS) if p >= 0]
+    length = lambda x: np.stack([np.linalg.norm(x[:, j] - x[:, p], axis=-1) for j, p in bones], 1)  # noqa: E731
+    np.testing.assert_allclose(length(chosen), length(poses), atol=1e-12)
+    flipped = np.abs(chosen[..., 2] - poses[..., 2]) > 1e-9
+    assert flipped.any()  # a random VQ-VAE still prefers some mirror images
+    assert (upright_roundtrip(synth, chosen) <= upright_roundtrip(synth, poses) + 1e-9).all()
+    np.testing.assert_array_equal(choose_depth_signs(synth, poses), chosen)  # deterministic
+    in_plane = poses.copy()
+    in_plane[..., 2] = 0.0  # every bone in the image plane: no sign to choose
+    np.testing.assert_allclose(choose_depth_signs(synth, in_plane), in_plane, atol=1e-12)
 
 
 def test_msm_stage_sharded(tmp_path: Path, components: dict) -> None:
@@ -154,8 +177,8 @@ def test_mrinit_ablation_reports_both_variants(components: dict) -> None:
     rows = hard_rows(4)
     gt = np.array([r["joints3d"] for r in rows]) + 0.01
     caps = {r["id"]: ["a person does a cartwheel"] for r in rows}
-    result = mrinit_ablation(synthesizer(components), rows, caps, gt, MsmSection(num_motions=2, num_frames=16,
-                                                                                batch_size=3))  # fmt: skip
+    cfg = MsmSection(num_motions=2, num_frames=16, batch_size=3, depth_signs="tpe")
+    result = mrinit_ablation(synthesizer(components), rows, caps, gt, cfg)
     assert set(result["variants"]) == {"text+mrinit", "text"} and result["num_samples"] == 4
     for v in result["variants"].values():
         assert v["min_mm"] <= v["mean_mm"] and len(v["per_sample_min_mm"]) == 4
@@ -167,3 +190,10 @@ def test_mrinit_ablation_reports_both_variants(components: dict) -> None:
     assert bound["min_mm"] <= bound["mean_mm"] and len(bound["per_sample_min_mm"]) == 4
     assert v["text+mrinit"]["mrinit_roundtrip_mm"] > 0 and bound["mrinit_roundtrip_mm"] > 0
     assert "mrinit_roundtrip_mm" not in v["text"]
+    # Depth signs chosen by the motion model: once, for every variant; the true pose keeps its own
+    searched = mrinit_ablation(synthesizer(components), rows, caps, gt, cfg.model_copy(update={"depth_signs":
+                                                                                              "motion-model"}))
+    chosen = choose_depth_signs(synthesizer(components), np.array([r["joints3d"] for r in rows]))
+    assert searched["depth_signs"] == "motion-model"
+    assert searched["pseudo_label_mm"] == pytest.approx(pa_mpjpe(chosen, gt).mean())
+    assert searched["true_pose_mrinit"] == bound
