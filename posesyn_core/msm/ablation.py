@@ -42,7 +42,7 @@ def _generate(pipe: MotionSynthesisPipeline, poses: np.ndarray, caps: list[list[
     per_min, per_mean = np.concatenate(mins), np.concatenate(means)
     result = {"mean_mm": float(per_mean.mean()), "min_mm": float(per_min.mean()),
               "per_sample_min_mm": np.round(per_min, 2).tolist()}  # fmt: skip
-    if roundtrips:  # what MR_init could carry of its poses (`msm.pipeline.mrinit_roundtrip`)
+    if roundtrips:  # what MR_init could carry of its poses (`msm.mrinit.mrinit_roundtrip`)
         result["mrinit_roundtrip_mm"] = float(np.concatenate(roundtrips).mean())
     return result
 
@@ -68,9 +68,9 @@ def mrinit_ablation(
     true_pose_bound: bool = True,
 ) -> dict:  # fmt: skip
     """Generate with each variant for the challenging `rows` (their `joints3d` pseudo-labels fitted to the GT 2D as
-    `cfg.fit_to_2d` says, depth signs as `cfg.depth_signs` says) and measure against `gt3d` (B, 22, 3) true poses. Returns per-variant mean/min (mm),
-    per-sample mins, the pseudo-label's own error and, with both `text+mrinit` and `text`, the relative
-    improvement of the min (with its paired-bootstrap 95% interval) and of the mean.
+    `cfg.fit_to_2d` says, depth signs as `cfg.depth_signs` says) and measure against `gt3d` (B, 22, 3) true poses.
+    Returns per-variant mean/min (mm), per-sample mins, the pseudo-label's own error and, with both `text+mrinit`
+    and `text`, the relative improvement of the min (with its paired-bootstrap 95% interval) and of the mean.
 
     `true_pose_bound` adds text+MR_init with MR_init built from the true pose itself: what MR_init can add at best
     with this motion model, which separates the pseudo-label's quality from the model's ability to follow it."""

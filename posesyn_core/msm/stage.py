@@ -5,7 +5,7 @@ challenging set; atomic, skipped on resume). Finalize gathers them into one moti
 (`posesyn_core/data/motions.py` format) at `msm/motions/`: clip id `<sample id>-m<k>`, texts [the caption it was
 conditioned on], family = the source sample's family (or "unknown"), meta {source_id, source_index, caption,
 conditioning, motion, best_frame, best_pa_mpjpe_mm} plus, with MR_init, {mrinit_codes, mrinit_roundtrip_mm} (its
-VQ indices and how well they decode back to the pseudo-label: `msm.pipeline.mrinit_roundtrip`); and
+VQ indices and how well they decode back to the pseudo-label: `msm.mrinit.mrinit_roundtrip`); and
 `msm/summary.json`.
 """
 
