@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from posesyn_core.config import Resources, StageSection, StrictModel
 from posesyn_core.stages import StageSpec
@@ -23,8 +23,47 @@ class RenderBackend(StrictModel):
     inpaint_radius: int = Field(5, ge=1, description="cv2.inpaint radius (pixels) used to remove the reference.")
 
 
+class WanAnimateBackend(StrictModel):
+    """The GPU backend: Wan2.2-Animate (diffusers `WanAnimatePipeline`) re-poses the reference person in their own
+    scene, driven by a pose video drawn from the fitted body; long motions are generated in segments that continue
+    each other."""
+
+    model_path: str | None = Field(
+        None, description="Local diffusers folder of Wan2.2-Animate (e.g. Wan-AI/Wan2.2-Animate-14B-Diffusers); "
+        "read with local_files_only, never downloaded."
+    )
+    resolution: int = Field(1280, ge=16, description="Longer side of the generated video in pixels; the shorter "
+                            "side follows the reference's aspect ratio, both rounded to multiples of 16.")  # fmt: skip
+    steps: int = Field(20, ge=1, description="Denoising steps per segment.")
+    guidance_scale: float = Field(1.0, ge=1, description="Classifier-free guidance scale (1 disables it, as "
+                                  "Wan-Animate is usually run).")  # fmt: skip
+    segment_frames: int = Field(77, ge=5, description="Frames generated per segment (4n + 1, the model's 77 by "
+                                "default); a motion of L frames takes ceil((L - p) / (segment_frames - p)) "
+                                "segments, p = prev_segment_frames.")  # fmt: skip
+    prev_segment_frames: Literal[1, 5] = Field(1, description="Last frames of a segment that condition the next.")
+    prompt: str = Field("a photo of a person {caption}, full body, realistic", description="Prompt; {caption} is "
+                        "the motion text.")  # fmt: skip
+    negative_prompt: str = Field("blurry, deformed, extra limbs, cartoon", description="Negative prompt (used "
+                                 "only with guidance_scale > 1).")  # fmt: skip
+    offload: Literal["none", "model", "sequential"] = Field(
+        "none", description="CUDA memory: none (all on the GPU, ~40 GB for the 14B model), model (each model moved "
+        "to the GPU while it runs) or sequential (layer by layer: smallest memory, slowest)."
+    )
+    vae_fp32: bool = Field(True, description="Keep the VAE in float32 when the rest runs in bfloat16.")
+    motions_per_gpu: int = Field(1, ge=1, description="Pipelines per GPU, each animating its own motions (when "
+                                 "GPU memory holds several).")  # fmt: skip
+
+    @field_validator("segment_frames")
+    @classmethod
+    def _four_n_plus_one(cls, v: int) -> int:
+        if v % 4 != 1:
+            raise ValueError(f"segment_frames must be 4n + 1 (the VAE packs 4 frames per latent frame), got {v}")
+        return v
+
+
 class DiffusionBackend(StrictModel):
-    """The GPU backend: Stable Diffusion + OpenPose ControlNet, img2img from the reference image."""
+    """A small-GPU backend (~6 GB): Stable Diffusion 1.x + OpenPose ControlNet img2img over the render backend's
+    frame, one frame at a time (no temporal coherence, no identity beyond the rendered colours)."""
 
     model_path: str | None = Field(None, description="Local diffusers folder of a Stable Diffusion 1.x model.")
     controlnet_path: str | None = Field(None, description="Local diffusers folder of an OpenPose ControlNet.")
@@ -45,10 +84,15 @@ class AnimateSection(StageSection):
     """Every fitted frame (`retarget.frames_per_motion` per motion) rendered as an image with exact labels,
     written as a pose dataset."""
 
-    backend: Literal["render", "diffusion"] = Field("render", description="render (CPU) or diffusion (GPU).")
+    backend: Literal["render", "wan-animate", "diffusion"] = Field(
+        "render", description="render (CPU, mesh renderer), wan-animate (GPU, Wan2.2-Animate) or diffusion "
+        "(small GPU, SD 1.x + ControlNet per frame)."
+    )
     frames_per_part: int = Field(512, ge=1, description="Frames per dataset part (the unit of resume).")
     image_ext: Literal["jpg", "png"] = Field("jpg", description="Image encoding of the frames.")
     render: RenderBackend = Field(default_factory=RenderBackend, description="Options of the render backend.")
+    wan_animate: WanAnimateBackend = Field(default_factory=WanAnimateBackend, description="Options of the "
+                                           "wan-animate backend.")  # fmt: skip
     diffusion: DiffusionBackend = Field(default_factory=DiffusionBackend, description="Options of the diffusion "
                                         "backend.")  # fmt: skip
 

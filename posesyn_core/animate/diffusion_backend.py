@@ -12,17 +12,10 @@ from __future__ import annotations
 import numpy as np
 
 from posesyn_core.animate.config import DiffusionBackend, RenderBackend
-from posesyn_core.animate.jobs import BodySpec, MotionJob
+from posesyn_core.animate.jobs import BodySpec, MotionJob, scaled_camera
 from posesyn_core.animate.pose_guidance import draw_pose_guidance
 from posesyn_core.data.dataset import PoseSample, encode_image
 from posesyn_core.errors import ConfigError
-
-
-def scaled_camera(camera: np.ndarray, width: int, height: int, size: int) -> np.ndarray:
-    """Intrinsics after resizing a width x height image to size x size (pixel centres map exactly)."""
-    fx, fy, cx, cy = camera
-    sx, sy = size / width, size / height
-    return np.array([fx * sx, fy * sy, (cx + 0.5) * sx - 0.5, (cy + 0.5) * sy - 0.5])
 
 
 class DiffusionAnimator:
@@ -56,7 +49,7 @@ class DiffusionAnimator:
         # 1. Exact renders (init images) and the OpenPose guidance of the same bodies at the working size.
         rendered = self.renderer(job)
         init = np.stack([cv2.resize(f.image, (size, size), interpolation=cv2.INTER_CUBIC) for f in rendered])
-        camera = scaled_camera(np.asarray(job.camera, np.float64), width, height, size)
+        camera = scaled_camera(np.asarray(job.camera, np.float64), width, height, size, size)
         pose = np.stack([draw_pose_guidance(job.joints3d[k], camera, size, size) for k in range(len(rendered))])
         prompt = cfg.prompt.format(caption=job.row.get("caption") or "").strip()
         # 2. Diffusion in batches, seeded per motion.

@@ -40,6 +40,37 @@ class BodySpec:
     model_path: str | None = None
 
 
+def scaled_camera(camera: np.ndarray, width: int, height: int, new_width: int, new_height: int) -> np.ndarray:
+    """Intrinsics after resizing a width x height image to new_width x new_height (pixel centres map exactly)."""
+    fx, fy, cx, cy = camera
+    sx, sy = new_width / width, new_height / height
+    return np.array([fx * sx, fy * sy, (cx + 0.5) * sx - 0.5, (cy + 0.5) * sy - 0.5])
+
+
+def posed_vertices(body, job: MotionJob) -> np.ndarray:
+    """(F, V, 3) camera-frame mesh of every frame of a job: the body model at the fitted parameters, one batched
+    forward."""
+    import torch
+
+    f = len(job.body_pose)
+    with torch.no_grad():
+        out = body.forward(torch.as_tensor(job.body_pose), torch.as_tensor(job.shape)[None].expand(f, -1),
+                           torch.as_tensor(job.global_orient), torch.as_tensor(job.transl))  # fmt: skip
+    return out.vertices.numpy()
+
+
+def mesh_bbox(vertices: np.ndarray, camera: np.ndarray, width: int, height: int) -> list[float]:
+    """x, y, w, h of a camera-frame mesh's silhouette (its projected vertices, clipped to the image), in the
+    pixel-border convention of `bbox_of`; for backends whose pixels come with no mask."""
+    front = vertices[vertices[:, 2] > 1e-3]
+    if not len(front):
+        return [0.0, 0.0, 0.0, 0.0]
+    uv = project(front.astype(np.float64), np.asarray(camera, np.float64))
+    lo = np.clip(np.floor(uv.min(0) + 0.5), 0, [width, height])  # pixel k spans [k - 0.5, k + 0.5)
+    hi = np.clip(np.floor(uv.max(0) + 0.5) + 1, 0, [width, height])
+    return [float(lo[0]), float(lo[1]), float(hi[0] - lo[0]), float(hi[1] - lo[1])]
+
+
 def bbox_of(mask: np.ndarray, fallback: np.ndarray) -> list[float]:
     """x, y, w, h of the mask's pixels (edges at pixel borders); of the 2D points when the mask is empty."""
     ys, xs = np.nonzero(mask)

@@ -1,14 +1,21 @@
-"""OpenPose-style skeleton images from the fitted body, the guidance an OpenPose ControlNet expects.
+"""Skeleton images drawn from the fitted body, in the style each pose-guided model was trained on.
 
 The 18 OpenPose (COCO-18) keypoints are built in 3D from the canonical joints, then projected: the face points
 (nose, eyes, ears) do not exist in SMPL22, so they are placed around the head joint along the head's own
-forward/left/up axes, which keeps the face turned the way the body faces. Colours and stick widths follow the
-OpenPose renderer used to train the public ControlNet (lllyasviel/ControlNet `annotator/openpose/util.py`).
+forward/left/up axes, which keeps the face turned the way the body faces. Two styles:
+- `openpose`: the renderer used to train the public OpenPose ControlNet (lllyasviel/ControlNet
+  `annotator/openpose/util.py`): 18 points, stick width 4 px at 512.
+- `wan-animate`: Wan2.2-Animate's pose videos (Wan2.2 `wan/modules/animate/preprocess`, `draw_aapose_new`): the
+  same 18 points and colours plus a toe per foot (SMPL22's foot joints) drawn from the ankle, and its thinner
+  "v2" stick width, max(min(H, W) / 200 - 1, 1). Hands are left out: SMPL22 ends at the wrists.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from dataclasses import dataclass
+from typing import Literal
 
 from posesyn_core.geometry import project
 
@@ -25,6 +32,11 @@ LIMBS = ((1, 2), (1, 5), (2, 3), (3, 4), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10)
 COLORS = ((255, 0, 0), (255, 85, 0), (255, 170, 0), (255, 255, 0), (170, 255, 0), (85, 255, 0), (0, 255, 0),
           (0, 255, 85), (0, 255, 170), (0, 255, 255), (0, 170, 255), (0, 85, 255), (0, 0, 255), (85, 0, 255),
           (170, 0, 255), (255, 0, 255), (255, 0, 170), (255, 0, 85))  # fmt: skip
+# Wan-Animate's two toe points (indices 18, 19: left, right) <- SMPL22 left_foot / right_foot, drawn from the
+# ankles with the next two colours of its palette.
+_TOES = {18: 10, 19: 11}
+_TOE_LIMBS = ((13, 18), (10, 19))
+_TOE_COLORS = ((200, 200, 0), (100, 100, 0))
 # Face offsets in metres in the head frame (forward, left, up), for an average adult head.
 _FACE = {0: (0.09, 0.0, 0.0), 14: (0.075, -0.035, 0.035), 15: (0.075, 0.035, 0.035),
          16: (0.0, -0.075, 0.02), 17: (0.0, 0.075, 0.02)}  # fmt: skip
@@ -50,19 +62,51 @@ def openpose_from_smpl22(joints3d: np.ndarray) -> np.ndarray:
     return out
 
 
+@dataclass(frozen=True)
+class SkeletonStyle:
+    limbs: tuple[tuple[int, int], ...]  # (a, b) point indices, in drawing order (colour i for limb i)
+    colors: tuple[tuple[int, int, int], ...]  # RGB per limb and per point
+
+    @property
+    def num_points(self) -> int:
+        return 1 + max(max(limb) for limb in self.limbs)
+
+
+STYLES = {
+    "openpose": SkeletonStyle(LIMBS, COLORS),
+    "wan-animate": SkeletonStyle(LIMBS + _TOE_LIMBS, COLORS + _TOE_COLORS),
+}
+
+
+def _stick_width(style: str, height: int, width: int) -> int:
+    if style == "wan-animate":
+        return max(int(min(height, width) / 200) - 1, 1)
+    return max(1, round(4 * max(height, width) / 512))
+
+
+def skeleton_points(joints3d: np.ndarray, style: str = "openpose") -> np.ndarray:
+    """(22, 3) canonical joints (camera frame) -> (P, 3) the style's keypoints in 3D."""
+    points = openpose_from_smpl22(joints3d)
+    if style == "wan-animate":
+        points = np.concatenate([points, joints3d[list(_TOES.values())]])
+    return points
+
+
 def draw_pose_guidance(
-    joints3d: np.ndarray, camera: np.ndarray, height: int, width: int, stick_width: int | None = None
-) -> np.ndarray:
-    """The OpenPose skeleton image (H, W, 3) uint8 of one body: black background, coloured limbs and points.
-    Points behind the camera are left out."""
+    joints3d: np.ndarray, camera: np.ndarray, height: int, width: int, stick_width: int | None = None,
+    style: Literal["openpose", "wan-animate"] = "openpose",
+) -> np.ndarray:  # fmt: skip
+    """The skeleton image (H, W, 3) uint8 of one body: black background, coloured limbs and points. Points
+    behind the camera are left out."""
     import cv2
 
-    points3d = openpose_from_smpl22(joints3d)
+    spec = STYLES[style]
+    points3d = skeleton_points(joints3d, style)
     uv = project(points3d, np.asarray(camera, np.float64))
     valid = points3d[:, 2] > 1e-3
     canvas = np.zeros((height, width, 3), np.uint8)
-    stick = stick_width or max(1, round(4 * max(height, width) / 512))
-    for i, (a, b) in enumerate(LIMBS):
+    stick = stick_width or _stick_width(style, height, width)
+    for i, (a, b) in enumerate(spec.limbs):
         if not (valid[a] and valid[b]):
             continue
         (x0, y0), (x1, y1) = uv[a], uv[b]
@@ -71,8 +115,8 @@ def draw_pose_guidance(
         center = (int(round((x0 + x1) / 2)), int(round((y0 + y1) / 2)))
         poly = cv2.ellipse2Poly(center, (int(length / 2), stick), int(angle), 0, 360, 1)
         # The reference renderer draws limbs at 60% intensity, then points at full intensity on top.
-        cv2.fillConvexPoly(canvas, poly, tuple(int(c * 0.6) for c in COLORS[i]))
-    for k in range(18):
+        cv2.fillConvexPoly(canvas, poly, tuple(int(c * 0.6) for c in spec.colors[i]))
+    for k in range(spec.num_points):
         if valid[k]:
-            cv2.circle(canvas, (int(round(uv[k, 0])), int(round(uv[k, 1]))), stick, COLORS[k], thickness=-1)
+            cv2.circle(canvas, (int(round(uv[k, 0])), int(round(uv[k, 1]))), stick, spec.colors[k], thickness=-1)
     return canvas

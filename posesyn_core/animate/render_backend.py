@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from posesyn_core.animate.config import RenderBackend
-from posesyn_core.animate.jobs import BodySpec, MotionJob, bbox_of, frame_sample
+from posesyn_core.animate.jobs import BodySpec, MotionJob, bbox_of, frame_sample, posed_vertices
 from posesyn_core.animate.reference import ReferenceScene, prepare_reference, vertex_colors
 from posesyn_core.data.dataset import PoseSample, decode_image, encode_image
 from posesyn_core.geometry import project
@@ -68,16 +68,6 @@ class RenderAnimator:
                 self._scenes.popitem(last=False)
         return self._scenes[key]
 
-    def vertices(self, job: MotionJob) -> np.ndarray:
-        """(F, V, 3) camera-frame mesh of every frame, one batched forward."""
-        import torch
-
-        f = len(job.body_pose)
-        with torch.no_grad():
-            out = self.body.forward(torch.as_tensor(job.body_pose), torch.as_tensor(job.shape)[None].expand(f, -1),
-                                    torch.as_tensor(job.global_orient), torch.as_tensor(job.transl))  # fmt: skip
-        return out.vertices.numpy()
-
     def __call__(self, job: MotionJob) -> list[RenderedFrame]:
         """Every frame of the job, composited over the reference scene, with its dataset record."""
         import cv2
@@ -95,7 +85,7 @@ class RenderAnimator:
                              f"{scene.background.shape[0]}, retarget placed it as {width}x{height}")  # fmt: skip
         camera = Camera(np.asarray(job.camera, np.float64), np.eye(3), np.zeros(3))
         renderer = self.renderer(width, height)
-        verts = self.vertices(job)
+        verts = posed_vertices(self.body, job)
         frames = []
         for k in range(len(job.row["frames"])):
             # 2. Render and composite with a 1-pixel soft edge.

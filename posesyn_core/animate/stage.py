@@ -58,6 +58,9 @@ class JobSource:
 def _frames(ctx: StageContext, jobs: Iterator[MotionJob], body: BodySpec) -> Iterator[list[tuple[PoseSample, bytes]]]:
     """Rendered frames per job, in job order, from a pool of `render.workers` processes (in-process for 1)."""
     cfg = ctx.config
+    if cfg.backend == "wan-animate":
+        yield from _wan_frames(ctx, jobs, body)
+        return
     if cfg.backend == "diffusion":
         from posesyn_core.animate.diffusion_backend import DiffusionAnimator
 
@@ -77,9 +80,31 @@ def _frames(ctx: StageContext, jobs: Iterator[MotionJob], body: BodySpec) -> Ite
         yield from pool.imap(render_job, jobs, chunksize=1)
 
 
+def _wan_frames(ctx: StageContext, jobs: Iterator[MotionJob], body: BodySpec):
+    """Wan-Animate frames per job, in job order: in this process for one device slot, else a pool with one
+    pipeline per slot (`motions_per_gpu` per GPU); each motion is seeded by its index, so the slot never matters."""
+    from posesyn_core.animate import wan_animate
+
+    opts, ext = ctx.config.wan_animate, ctx.config.image_ext
+    slots = wan_animate.device_slots(ctx.device, opts.motions_per_gpu)
+    if len(slots) == 1:
+        yield from map(wan_animate.WanAnimator(opts, body, slots[0], ext), jobs)
+        return
+    mp = multiprocessing.get_context("spawn")  # CUDA cannot be initialised again in a forked child
+    queue = mp.Queue()
+    for slot in slots:
+        queue.put(slot)
+    with mp.Pool(len(slots), wan_animate.init_worker, (queue, opts, body, ext)) as pool:
+        yield from pool.imap(wan_animate.animate_job, jobs, chunksize=1)
+
+
 def run(ctx: StageContext) -> None:
     cfg = ctx.config
     started = time.monotonic()
+    if cfg.backend == "wan-animate":  # a missing or incomplete weights folder fails before any work
+        from posesyn_core.animate.wan_animate import check_weights_folder
+
+        check_weights_folder(cfg.wan_animate.model_path)
     fits = ctx.store.read_jsonl(ctx.input_key("retarget", "fits.jsonl"))
     fitted = ctx.store.read_json(ctx.input_key("retarget", "summary.json"))
     if not fits:
