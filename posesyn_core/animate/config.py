@@ -106,5 +106,6 @@ SPEC = StageSpec(
     inputs=("retarget",),
     outputs=("dataset/", "contact_sheet.png", "summary.json"),
     resources=Resources(cpu="2", memory="4Gi"),
-    extra_image_packages=("diffusers", "transformers"),
+    gpu=True,  # the CUDA image: the wan-animate / diffusion backends (render runs there too, on CPU)
+    extra_image_packages=("diffusers", "transformers", "accelerate", "ftfy"),
 )

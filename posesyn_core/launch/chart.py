@@ -91,6 +91,8 @@ STAGE_ENTRY_SCHEMA = _obj(
         **_scheduling("this stage's"),
         "backoffLimit": _int("Retries of a failed pod (null: job.backoffLimit).", nullable=True),
         "activeDeadlineSeconds": _int("Stage wall-clock limit (null: job.activeDeadlineSeconds).", 1, True),
+        "gpuMemoryMiB": _int("Least memory of the node's GPUs in MiB (null: any GPU).", 1, True),
+        "shmSize": {"type": ["string", "null"], "pattern": _QUANTITY, "description": "Size of /dev/shm (null: none)."},
     },
     required=["image", "gpu", "shardable", "resources"],
 )
@@ -148,6 +150,14 @@ CHART_KEYS_SCHEMA: dict[str, Any] = {
             "resourceName": _str("Extended resource name of GPUs.", minLength=1),
             "nodeSelector": {**_K8S_MAP, "description": "Node labels added for GPU pods."},
             "tolerations": {**_K8S_LIST, "description": "Tolerations added for GPU pods."},
+            "memoryLabel": _str("Node label holding the GPU memory in MiB (stages.<stage>.gpuMemoryMiB).", minLength=1),
+        }
+    ),
+    "models": _obj(
+        {
+            "existingClaim": _str("Existing PVC holding model weights (empty: no model volume).", pattern=_DNS_NAME),
+            "subPath": _str("Sub-path of the volume to mount (empty: its root)."),
+            "mountPath": _str("Where stage pods see it (read-only).", pattern=r"^/[^:]*[^/:]$"),
         }
     ),
     "kueue": _obj(
@@ -237,6 +247,8 @@ def stage_entry(spec: StageSpec) -> dict[str, Any]:
         "priorityClassName": "",
         "backoffLimit": None,
         "activeDeadlineSeconds": None,
+        "gpuMemoryMiB": None,
+        "shmSize": None,
     }
 
 
@@ -252,6 +264,9 @@ _STAGE_KEY_DOCS = {
     "priorityClassName": "PriorityClass for this stage's pods (default `scheduling.priorityClassName`).",
     "backoffLimit": "Retries of a failed pod (null: `job.backoffLimit`).",
     "activeDeadlineSeconds": "Wall-clock limit of this stage's Job (null: `job.activeDeadlineSeconds`).",
+    "gpuMemoryMiB": "GPU class: least memory per GPU in MiB, a required node affinity on `gpu.memoryLabel` when the "
+    "pods request GPUs (e.g. 80000 for 80 GB cards; null: any GPU).",
+    "shmSize": "Memory-backed /dev/shm of this size (counts against the memory limit; null: the runtime's 64 MiB).",
 }
 
 

@@ -267,3 +267,55 @@ def test_resource_overrides_keep_the_chart_defaults_they_do_not_name(tmp_path):
     res = stage_jobs(docs)["eem"]["spec"]["template"]["spec"]["containers"][0]["resources"]
     assert res["limits"] == {"memory": "16Gi", "nvidia.com/gpu": 1}
     assert res["requests"]["cpu"] == yaml.safe_load((chart.CHART_DIR / "values.yaml").read_text())["stages"]["eem"]["resources"]["cpu"]
+
+
+def test_wan_animate_stage_gets_its_gpu_class_shm_and_read_only_weights():
+    """ci/wan-animate-values.yaml: the animate pod asks for an 80 GB-class GPU node, mounts the weights PVC
+    read-only where the run config points, and has a memory-backed /dev/shm."""
+    values = yaml.safe_load((chart.CHART_DIR / "ci" / "wan-animate-values.yaml").read_text())
+    docs = chart.render(values)
+    validate_strict(docs)
+    jobs = stage_jobs(docs)
+    pod = jobs["animate"]["spec"]["template"]["spec"]
+    term = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert term == [{"matchExpressions": [{"key": "nvidia.com/gpu.memory", "operator": "Gt", "values": ["79999"]}]}]
+    assert pod["nodeSelector"] == {"pool": "gpu-large", "nvidia.com/gpu.present": "true"}
+    assert {t["key"] for t in pod["tolerations"]} == {"nvidia.com/gpu", "dedicated"}
+    container = pod["containers"][0]
+    assert container["resources"]["limits"] == {"memory": "96Gi", "nvidia.com/gpu": 1}
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert mounts["models"] == {"name": "models", "mountPath": "/models", "readOnly": True}
+    assert volumes["models"]["persistentVolumeClaim"] == {"claimName": "posesyn-models", "readOnly": True}
+    assert mounts["dshm"]["mountPath"] == "/dev/shm"
+    assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "16Gi"}
+    # The weights reach every stage, the GPU class and /dev/shm only the animate stage.
+    filter_pod = jobs["filter"]["spec"]["template"]["spec"]
+    assert "models" in {v["name"] for v in filter_pod["volumes"]} and "dshm" not in {v["name"] for v in filter_pod["volumes"]}
+    assert "affinity" not in filter_pod
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"models": {"existingClaim": "w"}, "run": {"animate": {"backend": "wan-animate",
+                                                                "wan_animate": {"model_path": "/weights/wan"}}}},
+         r'model_path "/weights/wan" is not under models.mountPath "/models"'),
+        ({"stages": {"animate": {"gpuMemoryMiB": 80000, "affinity": {"nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "zone", "operator": "In", "values": ["a"]}]}]}}}}}},
+         r"stages.animate.gpuMemoryMiB and a required nodeAffinity"),
+        ({"stages": {"animate": {"shmSize": "lots"}}}, r"stages/animate/shmSize"),
+    ],
+    ids=["weights-outside-the-volume", "gpu-class-and-own-affinity", "bad-shm-size"],
+)
+def test_bad_animate_values_fail_clearly(values, message):
+    with pytest.raises(ConfigError, match=re.compile(message, re.S)):
+        chart.render(values)
+
+
+def test_a_run_can_turn_a_gpu_stage_to_cpu():
+    """animate is a GPU stage by default; a run on the render backend asks for no GPU, and gets none."""
+    docs = chart.render({"run": {"name": "cpu-animate", "animate": {"resources": {"gpu": 0}}}})
+    res = stage_jobs(docs)["animate"]["spec"]["template"]["spec"]["containers"][0]["resources"]
+    assert res["limits"] == {"memory": "4Gi"} and "nvidia.com/gpu" not in res["requests"]
