@@ -115,6 +115,7 @@ def animate_wan(device: str) -> Ran:
         pipe.to(torch.bfloat16)
         pipe.vae.to(torch.float32)
     pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
     rng = np.random.default_rng(0)
 
     def frame(side: int) -> Image.Image:
@@ -179,6 +180,9 @@ def main() -> int:
         print(f"gpu_check: no CUDA device (torch {torch.__version__}, torch.cuda.is_available() is False); run it "
               "on a GPU machine, or pass --device cpu for a dry run of the script", file=sys.stderr)  # fmt: skip
         return 2
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # weight-loading bars would break up the table
     name = torch.cuda.get_device_name(want) if cuda else "cpu"
     print(f"gpu_check on {args.device} ({name}), torch {torch.__version__}")
     print(f"{'path':<20} {'device':<8} {'dtype':<10} {'seconds':>8} {'peak MiB':>9}  result", flush=True)

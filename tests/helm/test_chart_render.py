@@ -319,3 +319,21 @@ def test_a_run_can_turn_a_gpu_stage_to_cpu():
     docs = chart.render({"run": {"name": "cpu-animate", "animate": {"resources": {"gpu": 0}}}})
     res = stage_jobs(docs)["animate"]["spec"]["template"]["spec"]["containers"][0]["resources"]
     assert res["limits"] == {"memory": "4Gi"} and "nvidia.com/gpu" not in res["requests"]
+
+
+def test_real_run_example_renders_with_its_cluster_values():
+    """examples/real-mpii.yaml + examples/values/real-mpii-gpu.yaml, as `posesyn submit -f` merges them: strict
+    manifests; the animate pod gets a GPU of the 80 GB class, 96Gi, /dev/shm and the weights read-only where
+    the run config's model path points."""
+    from posesyn_core.launch.submit import submit_values
+
+    examples = chart.CHART_DIR.parents[1] / "examples"
+    run = load_run_config(examples / "real-mpii.yaml")
+    docs = chart.render(submit_values(run, [examples / "values" / "real-mpii-gpu.yaml"]))
+    validate_strict(docs)
+    pod = stage_jobs(docs)["animate"]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["resources"]["limits"] == {"memory": "96Gi", "nvidia.com/gpu": 1}
+    assert {m["mountPath"]: m.get("readOnly", False) for m in container["volumeMounts"]}["/models"] is True
+    assert run.animate.wan_animate.model_path.startswith("/models/")
+    assert "nodeAffinity" in pod["affinity"] and "/dev/shm" in {m["mountPath"] for m in container["volumeMounts"]}
