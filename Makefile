@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PYOPENGL_PLATFORM ?= osmesa
 
-.PHONY: demo test test-fast system-deps venv images chart kind-test bench clean
+.PHONY: demo test test-fast system-deps venv images chart kind-test bench gpu-check clean
 
 $(STAMP): pyproject.toml Makefile
 	@$(MAKE) --no-print-directory system-deps
@@ -42,8 +42,12 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow and not docker"
 
+# Speed/memory benchmarks (CPU). gpu_check.py needs a CUDA machine: `make gpu-check` there.
 bench: $(STAMP)
-	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
+	for b in benchmarks/*.py; do [ $$b = benchmarks/gpu_check.py ] || $(BIN)/python $$b || exit 1; done
+
+gpu-check: $(STAMP)
+	$(BIN)/python benchmarks/gpu_check.py
 
 # Container images, built offline from a debootstrap rootfs + wheels from this venv (see images/README).
 images: $(STAMP)

@@ -103,19 +103,19 @@ def retarget_ik(device: str) -> Ran:
 
 
 def animate_wan(device: str) -> Ran:
-    """One `diffusers.WanAnimatePipeline` call on the tiny random components of `animate.wan_tiny`, in the animate
-    stage's dtypes (bfloat16 with a float32 VAE on CUDA, float32 on CPU): 9 frames in two 5-frame segments."""
-    from diffusers import WanAnimatePipeline
+    """The animate stage's Wan2.2-Animate loading (`wan_animate.load_pipeline`: the folder check, local_files_only,
+    bfloat16 with a float32 VAE on CUDA) on the tiny random components of `animate.wan_tiny` saved as a diffusers
+    folder, then one call: 9 frames in two 5-frame segments."""
     from PIL import Image
 
-    from posesyn_core.animate.wan_tiny import tiny_wan_animate_components
+    from posesyn_core.animate.config import WanAnimateBackend
+    from posesyn_core.animate.wan_animate import load_pipeline
+    from posesyn_core.animate.wan_tiny import save_tiny_wan_animate
 
-    pipe = WanAnimatePipeline(**tiny_wan_animate_components())
-    if torch.device(device).type == "cuda":
-        pipe.to(torch.bfloat16)
-        pipe.vae.to(torch.float32)
-    pipe.to(device)
-    pipe.set_progress_bar_config(disable=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = save_tiny_wan_animate(Path(tmp) / "wan-tiny")
+        pipe = load_pipeline(WanAnimateBackend(model_path=str(folder), resolution=32, steps=2, segment_frames=5),
+                             device)  # fmt: skip
     rng = np.random.default_rng(0)
 
     def frame(side: int) -> Image.Image:
@@ -132,8 +132,13 @@ def animate_wan(device: str) -> Ran:
 def caption_vlm(device: str) -> Ran:
     """`caption.vlm.VlmCaptioner` loading (offline) and sampling captions from a tiny random BLIP saved to a temp
     folder: the same `AutoModelForImageTextToText` path a real VLM takes, dtype `auto` (bfloat16 on CUDA)."""
-    from transformers import (BertTokenizerFast, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor,
-                              BlipProcessor)  # fmt: skip
+    from transformers import (
+        BertTokenizerFast,
+        BlipConfig,
+        BlipForConditionalGeneration,
+        BlipImageProcessor,
+        BlipProcessor,
+    )
 
     from posesyn_core.caption.config import VlmOptions
     from posesyn_core.caption.vlm import VlmCaptioner
@@ -146,11 +151,11 @@ def caption_vlm(device: str) -> Ran:
         BlipProcessor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tok
                       ).save_pretrained(tmp)  # fmt: skip
         torch.manual_seed(0)
-        text = dict(vocab_size=len(words), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                    num_attention_heads=2, max_position_embeddings=32, bos_token_id=2, sep_token_id=3,
-                    pad_token_id=0, eos_token_id=3)  # fmt: skip
-        vision = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                      image_size=32, patch_size=8)  # fmt: skip
+        text = {"vocab_size": len(words), "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+                "num_attention_heads": 2, "max_position_embeddings": 32, "bos_token_id": 2, "sep_token_id": 3,
+                "pad_token_id": 0, "eos_token_id": 3}  # fmt: skip
+        vision = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                  "image_size": 32, "patch_size": 8}  # fmt: skip
         BlipForConditionalGeneration(BlipConfig(text_config=text, vision_config=vision, projection_dim=16)
                                      ).save_pretrained(tmp)  # fmt: skip
         cap = VlmCaptioner(VlmOptions(model_path=tmp, prompt="describe the pose", max_new_tokens=6, batch_size=2),
@@ -211,7 +216,7 @@ def main() -> int:
             wrong.append(f"{path} ({device})")
         result = "ok" if ok else f"FAIL: ran on {device}, not {want.type}"
         dt = str(dtype).removeprefix("torch.")
-        print(f"{path:<20} {str(device):<8} {dt:<10} {seconds:8.2f} {peak:>9}  {result}", flush=True)
+        print(f"{path:<20} {device!s:<8} {dt:<10} {seconds:8.2f} {peak:>9}  {result}", flush=True)
     total = time.perf_counter() - start
     if not wrong and not raised:
         print(f"all {len(PATHS)} GPU paths ran on {want.type} ({total:.1f} s)"
