@@ -47,7 +47,8 @@ class StageSection(StrictModel):
     """Keys every stage section has. Stage-specific sections subclass this."""
 
     # Keys of a subclass that change how the stage runs but never what it writes (e.g. worker counts): they are
-    # left out of the stage fingerprint, so changing them does not redo finished work.
+    # left out of the stage fingerprint, so changing them does not redo finished work. Dotted names reach into
+    # nested option models ("render.workers").
     runtime_keys: ClassVar[frozenset[str]] = frozenset()
 
     resources: Resources | None = Field(None, description="Override the stage's default pod resources.")

@@ -184,7 +184,13 @@ class StageContext:
 
 
 def section_hash(section: StageSection) -> str:
-    data = section.model_dump(mode="json", exclude=_NON_SEMANTIC | type(section).runtime_keys)
+    data = section.model_dump(mode="json", exclude=_NON_SEMANTIC)
+    for key in type(section).runtime_keys:  # "workers", or dotted into a nested options model: "render.workers"
+        *parents, leaf = key.split(".")
+        node = data
+        for part in parents:
+            node = node[part]
+        del node[leaf]
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -50,8 +50,9 @@ class WanAnimateBackend(StrictModel):
         "to the GPU while it runs) or sequential (layer by layer: smallest memory, slowest)."
     )
     vae_fp32: bool = Field(True, description="Keep the VAE in float32 when the rest runs in bfloat16.")
-    motions_per_gpu: int = Field(1, ge=1, description="Pipelines per GPU, each animating its own motions (when "
-                                 "GPU memory holds several).")  # fmt: skip
+    pipelines_per_device: int = Field(1, ge=1, description="Pipelines per device (each visible GPU, or the CPU), "
+                                      "each animating its own motions, when memory holds several; outputs do "
+                                      "not depend on it.")  # fmt: skip
 
     @field_validator("segment_frames")
     @classmethod
@@ -83,6 +84,9 @@ class DiffusionBackend(StrictModel):
 class AnimateSection(StageSection):
     """Every fitted frame (`retarget.frames_per_motion` per motion) rendered as an image with exact labels,
     written as a pose dataset."""
+
+    # Byte-identical outputs for any worker / pipeline count (tests: render determinism, wan pool vs in-process).
+    runtime_keys = frozenset({"render.workers", "wan_animate.pipelines_per_device"})
 
     backend: Literal["render", "wan-animate", "diffusion"] = Field(
         "render", description="render (CPU, mesh renderer), wan-animate (GPU, Wan2.2-Animate) or diffusion "

@@ -82,11 +82,12 @@ def _frames(ctx: StageContext, jobs: Iterator[MotionJob], body: BodySpec) -> Ite
 
 def _wan_frames(ctx: StageContext, jobs: Iterator[MotionJob], body: BodySpec):
     """Wan-Animate frames per job, in job order: in this process for one device slot, else a pool with one
-    pipeline per slot (`motions_per_gpu` per GPU); each motion is seeded by its index, so the slot never matters."""
+    pipeline per slot (`pipelines_per_device` per GPU); each motion is seeded by its index, so the slot never
+    matters."""
     from posesyn_core.animate import wan_animate
 
     opts, ext = ctx.config.wan_animate, ctx.config.image_ext
-    slots = wan_animate.device_slots(ctx.device, opts.motions_per_gpu)
+    slots = wan_animate.device_slots(ctx.device, opts.pipelines_per_device)
     if len(slots) == 1:
         yield from map(wan_animate.WanAnimator(opts, body, slots[0], ext), jobs)
         return

@@ -231,16 +231,16 @@ class WanAnimator:
                  encode_image(image, self.image_ext)) for k, image in enumerate(images)]  # fmt: skip
 
 
-def device_slots(device: str, motions_per_gpu: int) -> list[str]:
-    """One entry per animator process: `motions_per_gpu` per visible GPU on CUDA, a single one on CPU."""
-    if not device.startswith("cuda"):
-        return [device]
-    import torch
+def device_slots(device: str, pipelines_per_device: int) -> list[str]:
+    """One device per animator process: `pipelines_per_device` on each visible GPU for `cuda`, on the named device
+    otherwise (`cuda:N`, `cpu`)."""
+    count = 0
+    if device == "cuda":
+        import torch
 
-    count = torch.cuda.device_count()
-    if device != "cuda" or count == 0:  # an explicit cuda:N (or no GPU: loading fails with torch's own message)
-        return [device] * motions_per_gpu
-    return [f"cuda:{i}" for i in range(count) for _ in range(motions_per_gpu)]
+        count = torch.cuda.device_count()
+    devices = [f"cuda:{i}" for i in range(count)] or [device]  # no GPU: loading fails with torch's own message
+    return [d for d in devices for _ in range(pipelines_per_device)]
 
 
 # Worker-process state for the pool (one animator per process, on the device slot it took from the queue).

@@ -129,10 +129,11 @@ def fit_chunk(ctx: StageContext, body: BodyModel, clips: list[MotionClip], refs:
     ctx.store.write_jsonl(_chunk_key(ctx, c, "jsonl"), [r for r, k in zip(rows, keep, strict=True) if k])
 
 
-def load_body(cfg: RetargetSection) -> BodyModel:
+def load_body(cfg: RetargetSection, device: str = "cpu") -> BodyModel:
+    """The body model the IK fits, on the stage's device (the IK runs where the body is)."""
     from posesyn_core.body import load_body_model
 
-    return load_body_model(cfg.body_model, cfg.body_model_path)
+    return load_body_model(cfg.body_model, cfg.body_model_path, device=device)
 
 
 def run(ctx: StageContext) -> None:
@@ -151,7 +152,7 @@ def run(ctx: StageContext) -> None:
     for c in mine:
         chunk = clips[c * cfg.motions_per_chunk : (c + 1) * cfg.motions_per_chunk]
         if not ctx.store.exists(_chunk_key(ctx, c, "jsonl")):
-            body = body or load_body(cfg)
+            body = body or load_body(cfg, ctx.device)
             fit_chunk(ctx, body, chunk, refs, c)
         progress.advance(len(chunk))
     ctx.counts["motions"] = hi - lo

@@ -85,6 +85,16 @@ def test_same_seed_same_bytes(wan_run):
     assert len(before) == NUM_MOTIONS * FRAMES and before == after
 
 
+def test_two_pipelines_per_device_give_the_same_bytes(wan_run):
+    """The pool path (a spawned process per pipeline, motions handed out in turn) writes what one pipeline does."""
+    run, store = wan_run
+    before = {k: store.read_bytes(k) for k in store.list("animate/dataset/images")}
+    wan = run.animate.wan_animate.model_copy(update={"pipelines_per_device": 2})
+    pooled = run.model_copy(update={"animate": run.animate.model_copy(update={"wan_animate": wan})})
+    execute_stage(pooled, "animate", store=store, force=True)
+    assert {k: store.read_bytes(k) for k in store.list("animate/dataset/images")} == before
+
+
 def test_the_pose_video_reaches_the_model(wan_run, tiny_wan):
     """Same reference, seed and slot; another motion's body -> other pixels. The same motion -> the same ones."""
     from posesyn_core.animate.jobs import BodySpec

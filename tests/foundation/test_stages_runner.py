@@ -171,3 +171,13 @@ def test_runtime_keys_do_not_change_the_fingerprint():
 
     assert section_hash(Section(workers=4)) == section_hash(Section(workers=1))
     assert section_hash(Section(size=2)) != section_hash(Section(size=1))
+
+
+def test_dotted_runtime_keys_reach_nested_options():
+    from posesyn_core.animate.config import AnimateSection
+    from posesyn_core.stages import section_hash
+
+    base = section_hash(AnimateSection())
+    assert section_hash(AnimateSection.model_validate({"render": {"workers": 7}})) == base
+    assert section_hash(AnimateSection.model_validate({"wan_animate": {"pipelines_per_device": 3}})) == base
+    assert section_hash(AnimateSection.model_validate({"render": {"ambient": [0.1, 0.2]}})) != base
