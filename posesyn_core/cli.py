@@ -181,6 +181,19 @@ def config_schema_cmd() -> None:
     click.echo(json.dumps(RunConfig.model_json_schema(by_alias=True), indent=2))
 
 
+@config_group.command("docs")
+def config_docs_cmd() -> None:
+    """Print the configuration reference (markdown): every key of every section, its type, default and meaning.
+
+    \b
+    Example:
+      posesyn config docs > docs/configuration.md
+    """
+    from posesyn_core.config_docs import configuration_markdown
+
+    click.echo(configuration_markdown(), nl=False)
+
+
 @config_group.command("check")
 @run_config_argument
 def config_check_cmd(run_yaml: Path) -> None:
