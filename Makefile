@@ -36,10 +36,13 @@ demo: $(STAMP)
 	$(BIN)/posesyn experiment ablations examples/demo.yaml --only real-only,random
 	$(BIN)/posesyn report examples/demo.yaml
 
+# Lint first (rules in pyproject.toml), then the tests: a lint error fails `make test`, and so CI.
 test: $(STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -m "not slow and not docker"
 
 # Speed/memory benchmarks (CPU). gpu_check.py needs a CUDA machine: `make gpu-check` there.

@@ -52,7 +52,6 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
-
     from test_animate_render import make_references
 
     from posesyn_core.body import load_body_model

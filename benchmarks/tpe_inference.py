@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from posesyn_core.storage import open_store
 from posesyn_core.tpe.config import AugmentSection, ModelSection, TrainingSection
 from posesyn_core.tpe.data import CropSet
 from posesyn_core.tpe.inference import Estimator, export_onnx, onnx_backend, torch_backend
 from posesyn_core.tpe.model import TPE, TPEConfig
 from posesyn_core.tpe.train import Source, train
-from posesyn_core.storage import open_store
 
 
 def _rate(fn, n: int, repeats: int = 3) -> float:  # noqa: ANN001

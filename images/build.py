@@ -241,15 +241,18 @@ def image_size(tag: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("names", nargs="*", help="stages to build (default: all registered, and the sequencer)")
     parser.add_argument("--generate", action="store_true", help="only rewrite images/<stage>/Dockerfile")
     parser.add_argument("--check", action="store_true", help="exit 1 if images/<stage>/Dockerfile are stale")
     parser.add_argument("--from-image", help="base the images on this pulled image instead of a local debootstrap")
     parser.add_argument("--cuda", action="store_true", help=f"build posesyn-base-cuda on {CUDA_IMAGE} too")
     parser.add_argument("--tag", default=__version__, help="image tag (default: the posesyn version)")
-    parser.add_argument("--cache", type=Path, default=Path(os.environ.get("POSESYN_IMAGE_CACHE", REPO / "build" / "images")),
-                        help="rootfs tarball, wheels and build contexts (default: build/images or $POSESYN_IMAGE_CACHE)")  # fmt: skip
+    cache = Path(os.environ.get("POSESYN_IMAGE_CACHE", REPO / "build" / "images"))
+    parser.add_argument("--cache", type=Path, default=cache,
+                        help="rootfs tarball, wheels and build contexts (default: build/images or "
+                        "$POSESYN_IMAGE_CACHE)")  # fmt: skip
     args = parser.parse_args(argv)
 
     if args.check:
@@ -296,8 +299,9 @@ def main(argv: list[str] | None = None) -> int:
                                     {"BASE_IMAGE": from_image, "POSESYN_WHEEL": posesyn_wheel.name})  # fmt: skip
     bases = {False: f"posesyn-base:{args.tag}", True: f"posesyn-base:{args.tag}"}
     if args.cuda:
-        timings["posesyn-base-cuda"] = build(f"posesyn-base-cuda:{args.tag}", IMAGES / "base" / "Dockerfile", ctx,
-                                             {"BASE_IMAGE": CUDA_IMAGE, "POSESYN_WHEEL": posesyn_wheel.name})  # fmt: skip
+        timings["posesyn-base-cuda"] = build(f"posesyn-base-cuda:{args.tag}", IMAGES / "base" / "Dockerfile",
+                                             ctx, {"BASE_IMAGE": CUDA_IMAGE,
+                                                   "POSESYN_WHEEL": posesyn_wheel.name})  # fmt: skip
         bases[True] = f"posesyn-base-cuda:{args.tag}"
 
     # 2. one image per stage (and the sequencer)

@@ -1,4 +1,6 @@
 """Entry point of the posesyn-caption image (one Job pod): see posesyn_core.launch.entrypoint."""
 import sys
+
 from posesyn_core.launch.entrypoint import main
+
 sys.exit(main("caption"))

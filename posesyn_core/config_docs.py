@@ -78,9 +78,8 @@ def configuration_markdown(run_cls: type | None = None) -> str:
         from posesyn_core.pipeline import RunConfig
 
         run_cls = RunConfig
-    from posesyn_core.pipeline import RunConfigBase
-
     from posesyn_core.config import Resources
+    from posesyn_core.pipeline import RunConfigBase
 
     parts = [HEADER, "\n## Top-level keys\n\n", _table(_rows(RunConfigBase)),
              "\n## `resources` (any stage)\n\nA stage's pod resources on Kubernetes (the chart's defaults per stage: "

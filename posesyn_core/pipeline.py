@@ -14,15 +14,15 @@ from typing import Any, ClassVar
 
 from pydantic import Field, ValidationError, create_model, field_validator, model_validator
 
-from posesyn_core.config import Device, StrictModel, format_validation_error, read_yaml
-from posesyn_core.errors import ConfigError
+from posesyn_core.animate.config import SPEC as ANIMATE_SPEC
 from posesyn_core.caption.config import SPEC as CAPTION_SPEC
+from posesyn_core.config import Device, StrictModel, format_validation_error, read_yaml
 from posesyn_core.eem.config import SPEC as EEM_SPEC
+from posesyn_core.errors import ConfigError
+from posesyn_core.filter.config import SPEC as FILTER_SPEC
 from posesyn_core.motion.config import MOTION_TRAIN_SPEC
 from posesyn_core.msm.config import SPEC as MSM_SPEC
 from posesyn_core.retarget.config import SPEC as RETARGET_SPEC
-from posesyn_core.animate.config import SPEC as ANIMATE_SPEC
-from posesyn_core.filter.config import SPEC as FILTER_SPEC
 from posesyn_core.stages import StageSpec
 from posesyn_core.tpe.config import EVALUATE as EVALUATE_SPEC
 from posesyn_core.tpe.config import FINETUNE as FINETUNE_SPEC

@@ -138,7 +138,8 @@ def tail_errors(log_path: str, n: int = 12) -> list[str]:
         for raw in f:
             try:
                 rec = json.loads(raw)
-                lines.append(f"{rec.get('level', '')}: {rec.get('msg', '')}" + (f"\n{rec['exc']}" if "exc" in rec else ""))
+                exc = f"\n{rec['exc']}" if "exc" in rec else ""
+                lines.append(f"{rec.get('level', '')}: {rec.get('msg', '')}{exc}")
             except (json.JSONDecodeError, AttributeError):
                 lines.append(raw.rstrip())
     return list(lines)
@@ -150,8 +151,9 @@ def run_pipeline(config_path: Path, run: RunConfigBase, stages: list[str], force
     console = console or Console(stderr=True)
     store = open_store(run.root)
     results: list[StepResult] = []
-    columns = (TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[unit]}"),
-               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())  # fmt: skip
+    columns = (TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[unit]}"), TimeElapsedColumn(), TextColumn("eta"),
+               TimeRemainingColumn())  # fmt: skip
     with Progress(*columns, console=console, transient=False) as progress:
         for stage in stages:
             result = run_step(config_path, run, store, stage, force, progress)

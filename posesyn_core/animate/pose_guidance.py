@@ -12,10 +12,10 @@ forward/left/up axes, which keeps the face turned the way the body faces. Two st
 
 from __future__ import annotations
 
-import numpy as np
-
 from dataclasses import dataclass
 from typing import Literal
+
+import numpy as np
 
 from posesyn_core.geometry import project
 
@@ -57,8 +57,8 @@ def openpose_from_smpl22(joints3d: np.ndarray) -> np.ndarray:
     left = _unit(left - (left * up).sum(-1, keepdims=True) * up)
     # Right-handed body frame: forward = left x up (a body facing the camera: (+x) x (-y) = -z, towards it).
     forward = np.cross(left, up)
-    for op, (f, l, u) in _FACE.items():
-        out[..., op, :] = head + f * forward + l * left + u * up
+    for op, (f, side, u) in _FACE.items():
+        out[..., op, :] = head + f * forward + side * left + u * up
     return out
 
 

@@ -127,7 +127,8 @@ def load_pipeline(opts: WanAnimateBackend, device: str):
 def working_size(width: int, height: int, resolution: int) -> tuple[int, int]:
     """(width, height) of the generated video: the longer side ~resolution, the aspect ratio kept, multiples of 16."""
     scale = resolution / max(width, height)
-    return tuple(max(16, int(round(side * scale / 16)) * 16) for side in (width, height))  # type: ignore[return-value]
+    new_width, new_height = (max(16, round(side * scale / 16) * 16) for side in (width, height))
+    return new_width, new_height
 
 
 def face_crop(image: np.ndarray, joints2d: np.ndarray, joint_set: str, size: int) -> np.ndarray:
@@ -156,6 +157,13 @@ def face_crop(image: np.ndarray, joints2d: np.ndarray, joint_set: str, size: int
     return cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA if n > size else cv2.INTER_CUBIC)
 
 
+def _interpolation(src: tuple[int, int], dst: tuple[int, int]) -> int:
+    """OpenCV's area averaging to shrink (no aliasing), bicubic to enlarge."""
+    import cv2
+
+    return cv2.INTER_AREA if dst[0] * dst[1] < src[0] * src[1] else cv2.INTER_CUBIC
+
+
 class WanAnimator:
     """MotionJob -> [(sample, encoded image)], one pipeline call per motion; build once per process (or GPU slot)."""
 
@@ -178,7 +186,7 @@ class WanAnimator:
                 raise ValueError(f"reference {key}: image is {image.shape[1]}x{image.shape[0]}, retarget placed it "
                                  f"as {job.size[0]}x{job.size[1]}")  # fmt: skip
             face_size = self.pipe.transformer.config.motion_encoder_size
-            self._references[key] = (cv2.resize(image, size, interpolation=cv2.INTER_AREA),
+            self._references[key] = (cv2.resize(image, size, interpolation=_interpolation(job.size, size)),
                                      face_crop(image, job.reference_joints2d, job.reference_joint_set, face_size))
             while len(self._references) > _REFERENCE_CACHE:
                 self._references.popitem(last=False)
@@ -219,8 +227,7 @@ class WanAnimator:
             raise RuntimeError(f"motion {job.row['motion']}: Wan-Animate returned {len(video)} frames for {frames}")
         # 3. Back to the reference size: the fitted body's labels are the labels of these pixels.
         video = (np.clip(video, 0, 1) * 255).round().astype(np.uint8)
-        shrink = size[0] > width
-        interp = cv2.INTER_AREA if shrink else cv2.INTER_CUBIC
+        interp = _interpolation(size, job.size)
         return np.stack([cv2.resize(f, (width, height), interpolation=interp) for f in video])
 
     def __call__(self, job: MotionJob) -> list[tuple[PoseSample, bytes]]:

@@ -233,7 +233,8 @@ class BodyModel(ABC):
         when the model has no mesh) touches the floor y = 0. `xz` (B, 2) places the pelvis horizontally.
         Returns the output and the translation (B, 3) used."""
         out = self.forward(body_pose, shape, global_orient, vertices=True)
-        pts = out.vertices if out.vertices is not None else out.joints - torch.tensor([0, 0.05, 0.0], device=out.joints.device)
+        sole = torch.tensor([0, 0.05, 0.0], device=out.joints.device)
+        pts = out.vertices if out.vertices is not None else out.joints - sole
         lift = -pts[..., 1].min(dim=1).values
         transl = torch.zeros(len(lift), 3, dtype=lift.dtype, device=self.device)
         transl[:, 1] = lift

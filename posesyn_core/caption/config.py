@@ -33,7 +33,9 @@ class CaptionSection(StageSection):
     method: Literal["posecodes", "vlm"] = Field(
         "posecodes", description="posecodes: from the 3D pseudo-label, offline; vlm: from the image (vlm.model_path)."
     )
-    num_captions: int = Field(3, ge=1, description="Captions per challenging sample (the first is used by msm by default).")
+    num_captions: int = Field(
+        3, ge=1, description="Captions per challenging sample (the first is used by msm by default)."
+    )
     fit_to_2d: FitTo2d = Field(
         "lift", description="posecodes: first make the pseudo-label agree with the GT 2D (eem/pseudo_label.py): "
         "none, rotate (torso direction) or lift (rotate, then limbs re-lifted from the 2D)."

@@ -22,7 +22,15 @@ from typing import Any
 
 import numpy as np
 
-from posesyn_core.data.dataset import PoseSample, check_sample_id, decode_image, finish_dataset, part_exists, part_key, write_part
+from posesyn_core.data.dataset import (
+    PoseSample,
+    check_sample_id,
+    decode_image,
+    finish_dataset,
+    part_exists,
+    part_key,
+    write_part,
+)
 from posesyn_core.errors import DataError
 from posesyn_core.storage import Store, join
 

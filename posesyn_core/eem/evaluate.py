@@ -72,7 +72,8 @@ def format_report(report: dict, top: int = 10) -> str:
     """Markdown: error table, then the family shares side by side (families of the hard set first)."""
     a, h = report["all"], report["challenging"]
     lines = ["| set | samples | MPJPE (mm) | PA-MPJPE (mm) | unseen families |", "|---|---|---|---|---|",
-             f"| all | {a['samples']} | {a['mpjpe_mm']:.1f} | {a['pa_mpjpe_mm']:.1f} | {a['unseen_family_share']:.1%} |",
+             f"| all | {a['samples']} | {a['mpjpe_mm']:.1f} | {a['pa_mpjpe_mm']:.1f} "
+             f"| {a['unseen_family_share']:.1%} |",
              f"| challenging ({report['selection']}) | {h['samples']} | {h['mpjpe_mm']:.1f} | {h['pa_mpjpe_mm']:.1f} "
              f"| {h['unseen_family_share']:.1%} |",
              "", "| family | share of challenging | share of all |", "|---|---|---|"]  # fmt: skip

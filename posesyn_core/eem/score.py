@@ -17,8 +17,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from posesyn_core.eem.config import JointWeights
-from posesyn_core.skeleton import (ARM_JOINTS, LEFT_HIP, LEG_JOINTS, NUM_JOINTS, RIGHT_HIP, ROOT, SMPL22,
-                                   canonical_root_2d, root_2d, shared_joints)
+from posesyn_core.skeleton import (
+    ARM_JOINTS,
+    LEFT_HIP,
+    LEG_JOINTS,
+    NUM_JOINTS,
+    RIGHT_HIP,
+    ROOT,
+    SMPL22,
+    canonical_root_2d,
+    root_2d,
+    shared_joints,
+)
 
 # The in-set joints that define the root, and the in-set (left, right) hips: a sample is scored when its root is
 # visible, or else both hips (then the mid-hip is the root on both sides).

@@ -182,7 +182,8 @@ def finalize(ctx: StageContext) -> None:
     ctx.store.write_bytes(ctx.key("score_histogram.png"), png)
 
     families_all = Counter(samples[i].meta.get("family") for i in idx if samples[i].meta.get("family"))
-    families_hard = Counter(samples[int(idx[q])].meta.get("family") for q in hard if samples[int(idx[q])].meta.get("family"))
+    hard_meta = [samples[int(idx[q])].meta for q in hard]
+    families_hard = Counter(m.get("family") for m in hard_meta if m.get("family"))
     summary = {
         "dataset": cfg.dataset, "joint_set": ds.joint_set, "selection": cfg.selection,
         "samples": len(ds), "predicted": len(idx), "scored": len(finite), "unscorable": int(len(idx) - len(finite)),

@@ -18,7 +18,6 @@ from posesyn_core.msm.config import Conditioning, MsmSection
 from posesyn_core.msm.mrinit import choose_depth_signs
 from posesyn_core.msm.pipeline import MotionSynthesisPipeline, pseudo_labels
 
-
 RESULT_VERSION = 3  # of mrinit_ablation's result fields: a report recomputes a cached result of another version
 
 

@@ -33,8 +33,10 @@ class Camera:
         return {"fx": fx, "fy": fy, "cx": cx, "cy": cy}
 
 
-def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray = np.array([0.0, 1.0, 0.0])) -> tuple:
-    """OpenCV extrinsics (R, t) of a camera at `eye` looking at `target` with world `up` pointing up in the image."""
+def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray | None = None) -> tuple:
+    """OpenCV extrinsics (R, t) of a camera at `eye` looking at `target` with world `up` (default +y) pointing up
+    in the image."""
+    up = np.array([0.0, 1.0, 0.0]) if up is None else up
     z = target - eye
     z = z / np.linalg.norm(z)
     x = np.cross(z, up)  # image right = forward x up (then y = z x x points down in the image)

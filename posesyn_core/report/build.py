@@ -174,7 +174,8 @@ def collect(run: RunConfigBase, ablation_samples: int | None = None) -> Report:
     rows, test_sets = results_table(store)
     rep.facts["results"], rep.facts["test_sets"] = rows, test_sets
     if not any(r["variant"] == "real-only" for r in rows) or not any(r["variant"] == "random" for r in rows):
-        rep.notes.append("baselines (b)/(d) missing: run `posesyn experiment ablations RUN.yaml --only real-only,random`")
+        rep.notes.append("baselines (b)/(d) missing: run "
+                         "`posesyn experiment ablations RUN.yaml --only real-only,random`")
     for key, stage in (("eem", "eem/summary.json"), ("msm", "msm/summary.json"), ("retarget", "retarget/summary.json"),
                        ("animate", "animate/summary.json"), ("filter", "filter/summary.json"),
                        ("motion", "motion-train/metrics.json")):  # fmt: skip

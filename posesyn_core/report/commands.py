@@ -52,8 +52,8 @@ def report_cmd(run_yaml: Path, ablation_samples: int | None, results_page: Path 
       posesyn report examples/demo.yaml --results-page docs/results.md
     """
     from posesyn_core.pipeline import load_run_config
-    from posesyn_core.report.build import REPORT, collect, to_json
     from posesyn_core.report import render
+    from posesyn_core.report.build import REPORT, collect, to_json
     from posesyn_core.storage import join, open_store
 
     run = load_run_config(run_yaml)

@@ -120,14 +120,17 @@ def page(rep: Report) -> str:
     f = rep.figures
     run = rep.facts["run"]
     sections = [
-        ("Results", _md_table_to_html(results_markdown(rep)) + (_img(f["results"], "results") if "results" in f else "")),
+        ("Results", _md_table_to_html(results_markdown(rep))
+         + (_img(f["results"], "results") if "results" in f else "")),
         *[(f"Per motion family: {t}", _md_table_to_html(family_markdown(rep, t))) for t in rep.facts["test_sets"]],
         ("EEM: score histogram and the hard set", (_img(f["eem_histogram"], "eem") if "eem_histogram" in f else "")
          + _md_table_to_html(hard_set_markdown(rep))),
-        ("Hard poses (top of the EEM ranking) with captions", _img(f["hard_gallery"], "gallery") if "hard_gallery" in f else ""),
+        ("Hard poses (top of the EEM ranking) with captions",
+         _img(f["hard_gallery"], "gallery") if "hard_gallery" in f else ""),
         ("MSM: MR_init ablation", _md_table_to_html(ablation_markdown(rep))),
         ("Generated motions", "".join(_img(f[k], k) for k in sorted(f) if k.startswith("motion_strip_"))),
-        ("Synthetic samples (labels projected)", _img(f["contact_sheet"], "contact sheet") if "contact_sheet" in f else ""),
+        ("Synthetic samples (labels projected)",
+         _img(f["contact_sheet"], "contact sheet") if "contact_sheet" in f else ""),
         ("Filter", (_img(f["filter_histogram"], "filter") if "filter_histogram" in f else "")
          + _md_table_to_html(tau_markdown(rep))),
         ("Stages", _md_table_to_html(stages_markdown(rep))),

@@ -86,10 +86,9 @@ def _swing(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     b = b / b.norm(dim=-1, keepdim=True).clamp_min(1e-9)
     axis = torch.cross(a, b, dim=-1)
     sin, cos = axis.norm(dim=-1, keepdim=True), (a * b).sum(-1, keepdim=True)
-    fallback = torch.cross(a, torch.tensor([1.0, 0, 0], dtype=a.dtype, device=a.device).expand_as(a), dim=-1)
-    fallback = torch.where(fallback.norm(dim=-1, keepdim=True) < 1e-3,
-                           torch.cross(a, torch.tensor([0, 0, 1.0], dtype=a.dtype, device=a.device).expand_as(a), dim=-1),
-                           fallback)  # fmt: skip
+    x_axis, z_axis = (torch.tensor(v, dtype=a.dtype, device=a.device).expand_as(a) for v in ([1.0, 0, 0], [0, 0, 1.0]))
+    fallback = torch.cross(a, x_axis, dim=-1)
+    fallback = torch.where(fallback.norm(dim=-1, keepdim=True) < 1e-3, torch.cross(a, z_axis, dim=-1), fallback)
     axis = torch.where(sin < 1e-6, fallback, axis)
     axis = axis / axis.norm(dim=-1, keepdim=True).clamp_min(1e-9)
     return axis_angle_to_matrix(axis * torch.atan2(sin, cos))

@@ -74,7 +74,9 @@ def _chunk_key(ctx: StageContext, c: int, ext: str) -> str:
     return ctx.key("chunks", f"chunk-{c:05d}.{ext}")
 
 
-def fit_chunk(ctx: StageContext, body: BodyModel, clips: list[MotionClip], refs: list[tuple[Reference, dict]], c: int) -> None:
+def fit_chunk(
+    ctx: StageContext, body: BodyModel, clips: list[MotionClip], refs: list[tuple[Reference, dict]], c: int
+) -> None:
     """Fit one chunk of motions, place each in a randomly drawn reference camera, write the chunk."""
     import torch
 

@@ -12,7 +12,6 @@ from posesyn_core.errors import ConfigError
 from posesyn_core.metrics import mpjpe_root_relative, pa_mpjpe, pck_bbox
 from posesyn_core.skeleton import shared_joints
 from posesyn_core.stages import StageContext
-from posesyn_core.storage import join
 from posesyn_core.tpe.config import EstimatorRef, TrainingSection
 from posesyn_core.tpe.data import CropSet, load_cropset, resolve, resolve_file
 from posesyn_core.tpe.inference import Estimator, Prediction, load_estimator

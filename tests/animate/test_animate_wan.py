@@ -58,7 +58,7 @@ def test_every_fitted_frame_is_animated_with_its_labels(wan_run):
     ds = PoseDataset(store, "animate/dataset")
     fits = store.read_jsonl("retarget/fits.jsonl")
     assert len(ds) == NUM_MOTIONS * FRAMES and ds.info["num_parts"] == 2  # 14 frames per part: 2 motions
-    for i, fit in enumerate(fits):  # exactly L frames per motion, across the two segments, in order
+    for fit in fits:  # exactly L frames per motion, across the two segments, in order
         mine = [s for s in ds.samples if s.meta["motion_id"] == fit["motion"]]
         assert [s.meta["frame"] for s in mine] == fit["frames"]
     a = ds.arrays

@@ -147,8 +147,13 @@ def test_vlm_option_requires_a_model_path() -> None:
 def tiny_blip(folder: Path) -> Path:
     """A randomly initialized BLIP captioner (1 layer, width 16) with a 20-word vocabulary, saved offline."""
     import torch
-    from transformers import (BertTokenizerFast, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor,
-                              BlipProcessor)  # fmt: skip
+    from transformers import (
+        BertTokenizerFast,
+        BlipConfig,
+        BlipForConditionalGeneration,
+        BlipImageProcessor,
+        BlipProcessor,  # fmt: skip
+    )
 
     words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "person", "is", "kneeling", "standing", "arms",
              "up", "the", "with", "describe", "pose", "of", "this", "on", "knees"]  # fmt: skip

@@ -14,7 +14,6 @@ from posesyn_core.data.coco import import_coco
 from posesyn_core.data.commands import data_group
 from posesyn_core.data.dataset import PoseDataset
 from posesyn_core.data.import2d import ImportOptions
-from posesyn_core.data.mpii import import_mpii
 from posesyn_core.errors import DataError
 from posesyn_core.storage import open_store
 from tests.conftest import invoke_assert_code

@@ -10,7 +10,6 @@ from typing import Any
 from kubernetes_validate import utils as kv
 
 from posesyn_core import pipeline
-from posesyn_core.launch import chart
 
 # The chart's kubeVersion floor and the newest schemas kubernetes-validate ships.
 KUBE_VERSIONS = ("1.29", kv.latest_version())
@@ -39,7 +38,8 @@ def validate_strict(docs: list[dict[str, Any]]) -> None:
                 kv.validate(doc, version, strict=True)
             except kv.ValidationError as e:
                 where = ".".join(str(p) for p in e.path)
-                raise AssertionError(f"{doc['kind']}/{doc['metadata']['name']} (k8s {version}) {where}: {e.message}")
+                name = f"{doc['kind']}/{doc['metadata']['name']}"
+                raise AssertionError(f"{name} (k8s {version}) {where}: {e.message}") from None
 
 
 def by_kind(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:

@@ -43,7 +43,8 @@ def test_render_matrix(toy, storage, gpu, shards, kueue):
         "kueue": {"enabled": kueue, "queueName": "gpu-queue" if kueue else ""},
     }
     if storage == "s3":
-        values["storage"] = {"type": "s3", "s3": {"bucket": "bkt", "endpoint": "http://s3:9000", "credentialsSecret": "s"}}
+        s3 = {"bucket": "bkt", "endpoint": "http://s3:9000", "credentialsSecret": "s"}
+        values["storage"] = {"type": "s3", "s3": s3}
     docs = chart.render(values, chart_dir, release="r1", namespace="ns")
     validate_strict(docs)
 
@@ -54,12 +55,16 @@ def test_render_matrix(toy, storage, gpu, shards, kueue):
     for spec in (single, sharded):
         assert spec["suspend"] is True and spec["template"]["spec"]["restartPolicy"] == "Never"
         rules = spec["podFailurePolicy"]["rules"]
-        assert rules[0] == {"action": "FailJob", "onExitCodes": {"containerName": "stage", "operator": "In", "values": [2, 3]}}
-        assert rules[1]["action"] == "Ignore" and rules[1]["onPodConditions"] == [{"type": "DisruptionTarget", "status": "True"}]
+        fail_on = {"containerName": "stage", "operator": "In", "values": [2, 3]}
+        assert rules[0] == {"action": "FailJob", "onExitCodes": fail_on}
+        assert rules[1]["action"] == "Ignore"
+        assert rules[1]["onPodConditions"] == [{"type": "DisruptionTarget", "status": "True"}]
         pod = spec["template"]["spec"]
-        assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+        security = pod["securityContext"]
+        assert security["runAsNonRoot"] and security["seccompProfile"]["type"] == "RuntimeDefault"
         ctr = pod["containers"][0]["securityContext"]
-        assert ctr["readOnlyRootFilesystem"] and not ctr["allowPrivilegeEscalation"] and ctr["capabilities"]["drop"] == ["ALL"]
+        assert ctr["readOnlyRootFilesystem"] and not ctr["allowPrivilegeEscalation"]
+        assert ctr["capabilities"]["drop"] == ["ALL"]
         assert not pod["automountServiceAccountToken"]
 
     # sharded vs single
@@ -266,7 +271,8 @@ def test_resource_overrides_keep_the_chart_defaults_they_do_not_name(tmp_path):
     validate_strict(docs)
     res = stage_jobs(docs)["eem"]["spec"]["template"]["spec"]["containers"][0]["resources"]
     assert res["limits"] == {"memory": "16Gi", "nvidia.com/gpu": 1}
-    assert res["requests"]["cpu"] == yaml.safe_load((chart.CHART_DIR / "values.yaml").read_text())["stages"]["eem"]["resources"]["cpu"]
+    defaults = yaml.safe_load((chart.CHART_DIR / "values.yaml").read_text())["stages"]["eem"]["resources"]
+    assert res["requests"]["cpu"] == defaults["cpu"]
 
 
 def test_wan_animate_stage_gets_its_gpu_class_shm_and_read_only_weights():
@@ -291,7 +297,8 @@ def test_wan_animate_stage_gets_its_gpu_class_shm_and_read_only_weights():
     assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "16Gi"}
     # The weights reach every stage, the GPU class and /dev/shm only the animate stage.
     filter_pod = jobs["filter"]["spec"]["template"]["spec"]
-    assert "models" in {v["name"] for v in filter_pod["volumes"]} and "dshm" not in {v["name"] for v in filter_pod["volumes"]}
+    filter_volumes = {v["name"] for v in filter_pod["volumes"]}
+    assert "models" in filter_volumes and "dshm" not in filter_volumes
     assert "affinity" not in filter_pod
 
 

@@ -69,7 +69,8 @@ def toy_image(images, tmp_path_factory):
     lines = [f"FROM posesyn-base:{TAG}", "COPY posesyn_toy_stages.py /opt/posesyn/plugins/",
              "ENV PYTHONPATH=/opt/posesyn/plugins"]  # fmt: skip
     for stage in ("toy-count", "toy-square"):
-        (ctx / f"{stage}.py").write_text(f"import sys\nfrom posesyn_core.launch.entrypoint import main\nsys.exit(main({stage!r}))\n")
+        entry = f"import sys\nfrom posesyn_core.launch.entrypoint import main\nsys.exit(main({stage!r}))\n"
+        (ctx / f"{stage}.py").write_text(entry)
         lines.append(f"COPY {stage}.py /opt/posesyn/jobs/{stage}.py")
     (ctx / "Dockerfile").write_text("\n".join(lines) + "\n")
     docker("build", "--network", "none", "-t", f"posesyn-toy-count:{TAG}", "-t", f"posesyn-toy-square:{TAG}", str(ctx))

@@ -500,7 +500,7 @@ class JobController:
                 pod = self.pod(job, stage, 0, attempt)
                 self.api.logs[pod] = [f"{stage} attempt {attempt} starting", "Traceback: boom"]
                 self.set_pod(pod, "Failed", {"terminated": {"exitCode": code, "reason": why}})
-                self.api.update("jobs", job, lambda j: j["status"].update(failed=attempt + 1))
+                self.api.update("jobs", job, lambda j, n=attempt + 1: j["status"].update(failed=n))
                 time.sleep(self.step_s)
             if outcome == "config":
                 return self.finish_job(job, False, "PodFailurePolicy", "Container stage for pod exited with code 2 "
@@ -518,6 +518,6 @@ class JobController:
             time.sleep(self.step_s)
             self.api.logs[pod].append(f"{stage} done")
             self.set_pod(pod, "Succeeded", {"terminated": {"exitCode": 0, "reason": "Completed"}})
-            self.api.update("jobs", job, lambda j: j["status"].update(succeeded=i + 1, active=completions - i - 1))
+            self.api.update("jobs", job, lambda j, n=i + 1: j["status"].update(succeeded=n, active=completions - n))
         self.finish_job(job, True, "CompletionsReached", "Reached expected number of succeeded pods",
                         succeeded=completions)

@@ -8,8 +8,14 @@ import torch
 from motion_synthetic import REST_OFFSETS, synthetic_motion
 
 from posesyn_core.motion.representation import (
-    FEATURE_DIM, FOOT_CONTACT, RIC, Normalizer, features_to_joints, joints_to_features, static_pose_features,
-)  # fmt: skip
+    FEATURE_DIM,
+    FOOT_CONTACT,
+    RIC,
+    Normalizer,
+    features_to_joints,
+    joints_to_features,
+    static_pose_features,
+)
 from posesyn_core.skeleton import PARENTS
 
 
