@@ -280,12 +280,13 @@ def variant_cmd(run_yaml: Path, name: str, overrides: tuple[str, ...], force: bo
 def _register_domain_commands() -> None:
     """Command groups that live next to their domain code."""
     from posesyn_core.data.commands import data_group
+    from posesyn_core.export.commands import export_cmd
     from posesyn_core.launch.commands import LAUNCH_COMMANDS
     from posesyn_core.report.commands import report_cmd
     from posesyn_core.tpe.commands import tpe
     from posesyn_core.world.commands import world
 
-    for command in (data_group, world, tpe, report_cmd, *LAUNCH_COMMANDS):
+    for command in (data_group, world, tpe, report_cmd, export_cmd, *LAUNCH_COMMANDS):
         cli.add_command(command)
 
 

@@ -193,17 +193,21 @@ class BodyModel(ABC):
     ) -> BodyOutput:
         body_pose = _as_pose(torch.as_tensor(body_pose, dtype=torch.float32, device=self.device))
         joints, verts = self._forward_local(body_pose, shape, vertices)
+        return BodyOutput(self.place(joints, global_orient, transl),
+                          None if verts is None else self.place(verts, global_orient, transl))  # fmt: skip
+
+    def place(
+        self, points: torch.Tensor, global_orient: torch.Tensor | None, transl: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Body-frame points (B, N, 3) -> the frame of `global_orient` (about the pelvis, the origin) and `transl`."""
         if global_orient is not None:
             from posesyn_core.body.rotations import axis_angle_to_matrix
 
-            rot = axis_angle_to_matrix(torch.as_tensor(global_orient, dtype=joints.dtype, device=self.device))
-            joints = joints @ rot.transpose(-1, -2)  # rotate about the pelvis (the origin)
-            verts = None if verts is None else verts @ rot.transpose(-1, -2)
+            rot = axis_angle_to_matrix(torch.as_tensor(global_orient, dtype=points.dtype, device=self.device))
+            points = points @ rot.transpose(-1, -2)
         if transl is not None:
-            t = torch.as_tensor(transl, dtype=joints.dtype, device=self.device)[:, None]
-            joints = joints + t
-            verts = None if verts is None else verts + t
-        return BodyOutput(joints, verts)
+            points = points + torch.as_tensor(transl, dtype=points.dtype, device=self.device)[:, None]
+        return points
 
     __call__ = forward
 

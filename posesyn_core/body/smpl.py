@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from posesyn_core.body.base import BodyModel
+from posesyn_core.body.base import BodyModel, _as_pose
 from posesyn_core.errors import ConfigError
 from posesyn_core.skeleton import NUM_JOINTS
 
@@ -48,9 +48,8 @@ class SmplBody(BodyModel):
         # Betas are unit-variance PCA coefficients; +-1.5 sigma keeps bodies plausible.
         return np.clip(rng.normal(0, 0.8, (n, self.num_shape_params)), -1.5, 1.5).astype(np.float32)
 
-    def _forward_local(
-        self, body_pose: torch.Tensor, shape: torch.Tensor | None, vertices: bool
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _smpl_local(self, body_pose: torch.Tensor, shape: torch.Tensor | None):
+        """smplx's output for the body pose (hands at rest), and its pelvis (B, 1, 3)."""
         b = body_pose.shape[0]
         betas = self.default_shape(b) if shape is None else torch.as_tensor(shape, dtype=torch.float32,
                                                                            device=self.device)  # fmt: skip
@@ -58,6 +57,19 @@ class SmplBody(BodyModel):
         full = torch.cat([body_pose.reshape(b, -1), body_pose.new_zeros(b, 6)], 1)
         out = self.model(betas=betas, body_pose=full, global_orient=body_pose.new_zeros(b, 3),
                          transl=body_pose.new_zeros(b, 3))  # fmt: skip
-        joints = out.joints[:, :NUM_JOINTS]
-        pelvis = joints[:, :1]
-        return joints - pelvis, (out.vertices - pelvis) if vertices else None
+        return out, out.joints[:, :1]
+
+    def _forward_local(
+        self, body_pose: torch.Tensor, shape: torch.Tensor | None, vertices: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        out, pelvis = self._smpl_local(body_pose, shape)
+        return out.joints[:, :NUM_JOINTS] - pelvis, (out.vertices - pelvis) if vertices else None
+
+    def joints24(
+        self, body_pose: torch.Tensor, shape: torch.Tensor | None = None, global_orient: torch.Tensor | None = None,
+        transl: torch.Tensor | None = None,
+    ) -> torch.Tensor:  # fmt: skip
+        """(B, 24, 3) SMPL's own joints (SMPL22, then the left and right hand) in the frame `forward` uses."""
+        body_pose = _as_pose(torch.as_tensor(body_pose, dtype=torch.float32, device=self.device))
+        out, pelvis = self._smpl_local(body_pose, shape)
+        return self.place(out.joints[:, :24] - pelvis, global_orient, transl)
