@@ -99,3 +99,27 @@ def test_results_page_block_is_replaced_and_the_rest_kept():
     assert results_page(out, "# PoseSyn run `demo`\n| a | b |\n## Results\n", "Generated at commit abc.") == out
     with pytest.raises(ConfigError, match="markers"):
         results_page("# no markers\n", "x", "y")
+
+
+# Commands the docs show that run offline in a second or two, on the shipped files: run them as written.
+_OFFLINE = re.compile(r"^posesyn (config (check|docs|schema)|stage list|submit .*--dry-run)( |$)")
+RUNNABLE = sorted({c for _, c in ALL if _OFFLINE.match(c) and all((REPO / w).exists() for w in shlex.split(c)
+                                                                  if w.endswith(".yaml"))})  # fmt: skip
+
+
+def test_the_cluster_dry_runs_of_the_docs_are_runnable():
+    assert any("submit examples/demo.yaml" in c for c in RUNNABLE)
+    assert any("submit examples/real-mpii.yaml -f examples/values/real-mpii-gpu.yaml" in c for c in RUNNABLE)
+
+
+@pytest.mark.parametrize("command", RUNNABLE)
+def test_offline_docs_commands_run_as_written(command, monkeypatch):
+    import yaml
+
+    from tests.conftest import invoke_assert_code
+
+    monkeypatch.chdir(REPO)
+    out = invoke_assert_code(shlex.split(command)[1:]).output
+    if "--dry-run" in command:
+        docs = [d for d in yaml.safe_load_all(out) if d]
+        assert sum(d["kind"] == "Job" for d in docs) >= 2  # stage Jobs + the sequencer
