@@ -24,20 +24,19 @@ from posesyn_core.export.records import (
     joint_set_names,
 )
 from posesyn_core.export.writers import WRITERS
-from posesyn_core.storage import Store, open_store
+from posesyn_core.storage import Store, join, open_store
 from posesyn_core.tpe.data import resolve
 
 FORMATS = tuple(WRITERS)
 DEFAULT_JOINT_SETS = ("smpl22", "coco17", "smpl24")
 
 
-def _synthetic_items(run_store: Store, location: str, start: int) -> Iterator[Item]:
-    """Kept synthetic frames with their fitted body and filter error, streamed."""
+def _synthetic_items(run_store: Store, location: str, fitted: dict, start: int) -> Iterator[Item]:
+    """Kept synthetic frames with their fitted body (`fitted`: retarget's summary) and filter error, streamed."""
     store, prefix = resolve(run_store, location)
-    fitted = run_store.read_json("retarget/summary.json") if run_store.exists("retarget/summary.json") else {}
     fits = FitReader(run_store, fitted.get("body_model", "anny"), fitted.get("body_model_path"))
     errors = iter_filter_errors(run_store)
-    info = store.read_json(f"{prefix}/info.json" if prefix else "info.json")
+    info = store.read_json(join(prefix, "info.json"))
     for i, sample in enumerate(iter_dataset(store, prefix), start):
         error = None
         for sid, e in errors:  # merge: the kept frames are a subsequence of the scored ones
@@ -52,7 +51,7 @@ def _real_items(run_store: Store, locations: list[str], start: int) -> Iterator[
     i = start
     for location in locations:
         store, prefix = resolve(run_store, location)
-        info = store.read_json(f"{prefix}/info.json" if prefix else "info.json")
+        info = store.read_json(join(prefix, "info.json"))
         for sample in iter_dataset(store, prefix):
             yield Item(i, "real", store.url_for(prefix), store, prefix, sample, info["joint_set"])
             i += 1
@@ -87,7 +86,7 @@ def export_run(
     if synthetic is None:
         raise ConfigError("finetune.synthetic is none: this run has no synthetic set to export")
     store, prefix = resolve(run_store, synthetic)
-    if not store.exists(f"{prefix}/info.json" if prefix else "info.json"):
+    if not store.exists(join(prefix, "info.json")):
         raise ConfigError(f"{store.url_for(prefix)}: no complete synthetic dataset (run the pipeline through "
                           "filter first)")  # fmt: skip
     fitted = run_store.read_json("retarget/summary.json") if run_store.exists("retarget/summary.json") else {}
@@ -105,7 +104,7 @@ def export_run(
     out.write_json("export.json", settings)
     writer = WRITERS[fmt](out, joint_sets)
     # 3. Shards in order; finished ones are skipped without reading their images.
-    items = _synthetic_items(run_store, synthetic, 0)
+    items = _synthetic_items(run_store, synthetic, fitted, 0)
     synthetic_count = -1
 
     def all_items() -> Iterator[Item]:
