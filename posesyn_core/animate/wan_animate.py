@@ -131,6 +131,13 @@ def working_size(width: int, height: int, resolution: int) -> tuple[int, int]:
     return new_width, new_height
 
 
+def _interpolation(src: tuple[int, int], dst: tuple[int, int]) -> int:
+    """OpenCV's area averaging to shrink (no aliasing), bicubic to enlarge."""
+    import cv2
+
+    return cv2.INTER_AREA if dst[0] * dst[1] < src[0] * src[1] else cv2.INTER_CUBIC
+
+
 def face_crop(image: np.ndarray, joints2d: np.ndarray, joint_set: str, size: int) -> np.ndarray:
     """(size, size, 3) crop of the reference person's face: a square around the head joint twice the neck-to-head
     distance (Wan's preprocessing crops the face box grown 1.3x), black where it leaves the image; the top of
@@ -154,14 +161,7 @@ def face_crop(image: np.ndarray, joints2d: np.ndarray, joint_set: str, size: int
     xs, ys = slice(max(x0, 0), min(x0 + n, w)), slice(max(y0, 0), min(y0 + n, h))
     if xs.start < xs.stop and ys.start < ys.stop:
         crop[ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0] = image[ys, xs]
-    return cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA if n > size else cv2.INTER_CUBIC)
-
-
-def _interpolation(src: tuple[int, int], dst: tuple[int, int]) -> int:
-    """OpenCV's area averaging to shrink (no aliasing), bicubic to enlarge."""
-    import cv2
-
-    return cv2.INTER_AREA if dst[0] * dst[1] < src[0] * src[1] else cv2.INTER_CUBIC
+    return cv2.resize(crop, (size, size), interpolation=_interpolation((n, n), (size, size)))
 
 
 class WanAnimator:
