@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from posesyn_core import __version__
-from posesyn_core.errors import EXIT_FAIL, EXIT_OK, PosesynError
+from posesyn_core.errors import EXIT_FAIL, EXIT_OK, as_user_error
 
 console = Console(stderr=True)
 
@@ -30,16 +30,20 @@ Examples:
 
 
 class PosesynGroup(click.Group):
-    """Turns PosesynError into one stderr line and its exit code (traceback only with -v)."""
+    """Turns expected errors (PosesynError, and a full disk or a dead endpoint met inside a library) into one
+    stderr line and its exit code (traceback only with -v)."""
 
     def invoke(self, ctx: click.Context):  # noqa: ANN201
         try:
             return super().invoke(ctx)
-        except PosesynError as e:
+        except Exception as e:
+            error = as_user_error(e)
+            if error is None:
+                raise
             if ctx.find_root().params.get("verbose"):
                 console.print_exception()
-            click.echo(f"error: {e}", err=True)
-            sys.exit(e.exit_code)
+            click.echo(f"error: {error}", err=True)
+            sys.exit(error.exit_code)
 
 
 def run_config_argument(f):  # noqa: ANN001, ANN201
@@ -51,6 +55,14 @@ def load(run_yaml: Path):  # noqa: ANN201
     from posesyn_core.pipeline import load_run_config
 
     return load_run_config(run_yaml)
+
+
+def lease_options(f):  # noqa: ANN001, ANN201
+    """--wait / --force-unlock: what to do when another run holds the root (see posesyn_core.lease)."""
+    f = click.option("--force-unlock", is_flag=True,
+                     help="Take over the root's lease if its holder stopped renewing it (dead); never a live one.")(f)
+    return click.option("--wait", is_flag=True,
+                        help="If another run holds the root, wait until it releases it (or its lease expires).")(f)
 
 
 @click.group(cls=PosesynGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG)
@@ -72,20 +84,26 @@ def cli(verbose: bool) -> None:
 @click.option("--from", "start", metavar="STAGE", help="Start at this stage (earlier ones must be done).")
 @click.option("--only", metavar="STAGE", help="Run only this stage.")
 @click.option("--force", is_flag=True, help="Re-run the selected stages even if their outputs are up to date.")
-def run_cmd(run_yaml: Path, start: str | None, only: str | None, force: bool) -> None:
+@lease_options
+def run_cmd(run_yaml: Path, start: str | None, only: str | None, force: bool, wait: bool, force_unlock: bool) -> None:
     """Run a synthesis run's stages in order on this machine.
 
     Each stage runs in its own subprocess; completed stages whose config and inputs did not change are skipped,
-    so re-running after a failure or a kill resumes where it stopped.
+    so re-running after a failure or a kill resumes where it stopped. The run holds its root while it writes: a
+    second run of the same root is refused (exit 2) and names the first.
 
     \b
     Example:
       posesyn run examples/demo.yaml --from msm
     """
+    from posesyn_core.lease import holding
     from posesyn_core.runner import run_pipeline, select_stages
+    from posesyn_core.storage import open_store
 
     run = load(run_yaml)
-    results = run_pipeline(run_yaml.resolve(), run, select_stages(run, start, only), force=force, console=console)
+    stages = select_stages(run, start, only)
+    with holding(open_store(run.root), wait=wait, force_unlock=force_unlock) as lease:
+        results = run_pipeline(run_yaml.resolve(), run, stages, lease, force=force, console=console)
     codes = [r.exit_code for r in results if r.exit_code != EXIT_OK]
     sys.exit(codes[0] if codes else EXIT_OK)
 
@@ -129,24 +147,47 @@ def stage_group() -> None:
 @run_config_argument
 @click.option("--shard", type=int, default=None, help="Run only this shard (default: all shards, then finalize).")
 @click.option("--force", is_flag=True, help="Re-run even if up to date.")
-def stage_run_cmd(name: str, run_yaml: Path, shard: int | None, force: bool) -> None:
+@lease_options
+def stage_run_cmd(name: str, run_yaml: Path, shard: int | None, force: bool, wait: bool, force_unlock: bool) -> None:
     """Run one stage (or one shard of it) of a run, with resume semantics.
+
+    It holds the run root's lease while it runs, unless `posesyn run` started it under its own.
 
     \b
     Example:
       posesyn stage run eem run.yaml --shard 3
     """
     from posesyn_core.errors import ConfigError
+    from posesyn_core.lease import holding
     from posesyn_core.stages import execute_stage
+    from posesyn_core.storage import open_store
 
+    die_with_parent()
     run = load(run_yaml)
     if name not in (run.stages or []):
         raise ConfigError(f"{name!r} is not a stage of this run; its stages are {run.stages}")
-    result = execute_stage(run, name, shard=shard, force=force)
+    store = open_store(run.root)
+    with holding(store, wait=wait, force_unlock=force_unlock):
+        result = execute_stage(run, name, shard=shard, force=force, store=store)
     fd = os.environ.get("POSESYN_PROGRESS_FD")
     if fd:
         with os.fdopen(int(fd), "w", closefd=False) as pipe:
             pipe.write(json.dumps({"result": result.status}) + "\n")
+
+
+def die_with_parent() -> None:
+    """In a stage subprocess of `posesyn run`: get SIGKILLed when the runner dies (Linux), so a killed run leaves
+    no orphan writing its root beside the next run."""
+    parent = os.environ.get("POSESYN_PARENT_PID")
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != int(parent):  # the runner died before the call above: nobody is waiting for us
+        sys.exit(EXIT_FAIL)
 
 
 @stage_group.command("list")
@@ -215,16 +256,19 @@ def experiment_group() -> None:
 
 def _run_variants(run_yaml: Path, variants: list, force: bool) -> None:
     from posesyn_core.experiment import load_variant, prepare_variant
+    from posesyn_core.lease import holding
     from posesyn_core.runner import run_pipeline
+    from posesyn_core.storage import open_store
 
     failed = []
     for variant in variants:
         path, run = load_variant(run_yaml, variant)
-        shared = prepare_variant(load(run_yaml), run)
-        todo = [s for s in run.stages or [] if s not in shared]
-        console.rule(f"variant {variant.name}: {variant.description}")
-        console.print(f"reusing {', '.join(shared) or 'nothing'}; running {', '.join(todo) or 'nothing'}")
-        results = run_pipeline(path, run, todo, force=force, console=console)
+        with holding(open_store(run.root)) as lease:
+            shared = prepare_variant(load(run_yaml), run)
+            todo = [s for s in run.stages or [] if s not in shared]
+            console.rule(f"variant {variant.name}: {variant.description}")
+            console.print(f"reusing {', '.join(shared) or 'nothing'}; running {', '.join(todo) or 'nothing'}")
+            results = run_pipeline(path, run, todo, lease, force=force, console=console)
         failed += [r for r in results if r.exit_code != EXIT_OK]
     if failed:
         sys.exit(failed[0].exit_code)

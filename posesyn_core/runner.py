@@ -5,11 +5,17 @@ child runs exactly what a Kubernetes pod runs (`posesyn stage run`, i.e. `execut
 progress display from events the child writes to an inherited pipe (`POSESYN_PROGRESS_FD`), keeps each
 child's log in `<root>/_logs/<stage>.log` (local roots; S3 roots get the log uploaded there) and ends with a
 summary table.
+
+The parent holds the root's lease (`posesyn_core.lease`) for the whole run and its children write under it; a
+child dies with its parent, so a killed run leaves no orphan writing beside the next one. Each child's output
+passes through the parent, which keeps its last lines: a stage that fails because the disk is full is still
+reported in words when its log file could not be written.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -17,6 +23,7 @@ import tempfile
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,10 +31,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from posesyn_core.errors import EXIT_OK, ConfigError
+from posesyn_core.errors import EXIT_FAIL, EXIT_OK, ConfigError, os_error_message
+from posesyn_core.lease import TOKEN_ENV, Lease
 from posesyn_core.pipeline import RunConfigBase
 from posesyn_core.stages import STARTED, SUCCESS, fingerprint, input_fingerprints, read_marker
-from posesyn_core.storage import LocalStore, Store, join, open_store
+from posesyn_core.storage import LocalStore, S3Store, Store, join
+
+log = logging.getLogger("posesyn.runner")
 
 
 @dataclass
@@ -38,6 +48,7 @@ class StepResult:
     exit_code: int
     manifest: dict | None
     log: str
+    tail: list[str]  # the child's last output lines, as shown on failure
 
 
 def select_stages(run: RunConfigBase, start: str | None = None, only: str | None = None) -> list[str]:
@@ -103,70 +114,139 @@ def _log_path(store: Store, stage: str) -> Path:
     return path
 
 
-def run_step(config_path: Path, run: RunConfigBase, store: Store, stage: str, force: bool,
-             progress: Progress) -> StepResult:  # fmt: skip
+class _LogTee(threading.Thread):
+    """Copies the child's output into its log file and keeps the last lines in memory. A log that cannot be
+    written (a full disk) is noted once and skipped; the run goes on and the lines stay available."""
+
+    def __init__(self, stream, log_path: Path, keep: int = 200):  # noqa: ANN001
+        super().__init__(daemon=True)
+        self.stream, self.log_path = stream, log_path
+        self.lines: deque[str] = deque(maxlen=keep)
+        self.write_error: str | None = None
+
+    def run(self) -> None:
+        try:
+            log_file = open(self.log_path, "w")  # noqa: SIM115
+        except OSError as e:
+            log_file, self.write_error = None, os_error_message(e) or str(e)
+        for raw in self.stream:
+            line = raw.decode("utf-8", errors="replace")
+            self.lines.append(line.rstrip("\n"))
+            if log_file is not None:
+                try:
+                    log_file.write(line)
+                    log_file.flush()
+                except OSError as e:
+                    self.write_error = os_error_message(e, f"log {self.log_path}") or str(e)
+                    log_file = None
+        if log_file is not None:
+            try:
+                log_file.close()
+            except OSError as e:
+                self.write_error = os_error_message(e, f"log {self.log_path}") or str(e)
+
+
+def run_step(config_path: Path, run: RunConfigBase, store: Store, stage: str, force: bool, progress: Progress,
+             lease: Lease) -> StepResult:  # fmt: skip
     task = progress.add_task(stage, total=None, unit="")
     read_fd, write_fd = os.pipe()
     cmd = [sys.executable, "-m", "posesyn_core.cli", "stage", "run", stage, str(config_path)]
     if force:
         cmd.append("--force")
-    env = {**os.environ, "POSESYN_PROGRESS_FD": str(write_fd), "POSESYN_LOG_FORMAT": "json"}
+    env = {**os.environ, "POSESYN_PROGRESS_FD": str(write_fd), "POSESYN_LOG_FORMAT": "json",
+           TOKEN_ENV: lease.token, "POSESYN_PARENT_PID": str(os.getpid())}  # fmt: skip
+    # A local lease's locked file goes to the child too: the root stays locked until the last writer is gone.
+    keep_fds = (write_fd,) if lease.fd is None else (write_fd, lease.fd)
     log_path = _log_path(store, stage)
     started = time.monotonic()
-    with open(log_path, "w") as log:
-        child = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, pass_fds=(write_fd,))
+    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, pass_fds=keep_fds)
     os.close(write_fd)
+    tee = _LogTee(child.stdout, log_path)
+    tee.start()
     reader = _ProgressReader(read_fd, progress, task)
     reader.start()
-    code = child.wait()
+    while True:
+        try:
+            code = child.wait(timeout=1.0)
+            break
+        except subprocess.TimeoutExpired:
+            if lease.lost.is_set():  # another run took the root over: this one must stop writing now
+                child.terminate()
+    tee.join(timeout=10)
     reader.join(timeout=5)
     seconds = time.monotonic() - started
-    if not isinstance(store, LocalStore):
+    if not isinstance(store, LocalStore) and tee.write_error is None:
         store.upload(log_path, join("_logs", f"{stage}.log"))
     manifest = read_marker(store, join(stage, SUCCESS)) if code == EXIT_OK else None
     status = "failed" if code != EXIT_OK else (reader.result or "done")
     progress.update(task, description=f"{stage} [{'red' if code else 'green'}]{status}[/]")
     if code == EXIT_OK and progress.tasks[task].total is None:
         progress.update(task, total=1, completed=1)
-    return StepResult(stage, status, seconds, code, manifest, str(log_path))
+    tail = tail_errors(tee.lines)
+    if code < 0:
+        tail.append(f"the stage process was killed by signal {-code} ({_signal_name(-code)})")
+    if tee.write_error:
+        tail.append(f"(its log file could not be written: {tee.write_error})")
+    return StepResult(stage, status, seconds, code if code >= 0 else EXIT_FAIL, manifest, str(log_path), tail)
 
 
-def tail_errors(log_path: str, n: int = 12) -> list[str]:
-    """The last lines of a child's log, JSON records shown as their message (and traceback)."""
-    lines: deque[str] = deque(maxlen=n)
-    with open(log_path, errors="replace") as f:
-        for raw in f:
-            try:
-                rec = json.loads(raw)
-                exc = f"\n{rec['exc']}" if "exc" in rec else ""
-                lines.append(f"{rec.get('level', '')}: {rec.get('msg', '')}{exc}")
-            except (json.JSONDecodeError, AttributeError):
-                lines.append(raw.rstrip())
-    return list(lines)
+def _signal_name(number: int) -> str:
+    import signal
+
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return "unknown"
 
 
-def run_pipeline(config_path: Path, run: RunConfigBase, stages: list[str], force: bool = False,
+def tail_errors(lines: Iterable[str], n: int = 12) -> list[str]:
+    """The last lines of a child's output, JSON records shown as their message (and traceback)."""
+    shown: deque[str] = deque(maxlen=n)
+    for raw in lines:
+        try:
+            rec = json.loads(raw)
+            exc = f"\n{rec['exc']}" if "exc" in rec else ""
+            shown.append(f"{rec.get('level', '')}: {rec.get('msg', '')}{exc}")
+        except (json.JSONDecodeError, AttributeError, TypeError):
+            shown.append(raw.rstrip())
+    return list(shown)
+
+
+def clean_leftovers(store: Store) -> None:
+    """Temp files and open multipart uploads of writers that were killed: invisible to readers, but they hold
+    storage. Called with the root's lease held, so none of them can belong to a live writer."""
+    swept = store.sweep_temp_files() if isinstance(store, LocalStore) else 0
+    aborted = store.abort_incomplete_uploads() if isinstance(store, S3Store) else 0
+    if swept or aborted:
+        log.info("cleaned up after a killed run", extra={"fields": {"temp_files": swept, "uploads": aborted}})
+
+
+def run_pipeline(config_path: Path, run: RunConfigBase, stages: list[str], lease: Lease, force: bool = False,
                  console: Console | None = None) -> list[StepResult]:  # fmt: skip
-    """Run `stages` in order; stop at the first failure. Returns one result per attempted stage."""
+    """Run `stages` in order under `lease` (held on the run's root); stop at the first failure. Returns one result
+    per attempted stage."""
     console = console or Console(stderr=True)
-    store = open_store(run.root)
+    store = lease.store
+    clean_leftovers(store)
     results: list[StepResult] = []
     columns = (TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[unit]}"), TimeElapsedColumn(), TextColumn("eta"),
                TimeRemainingColumn())  # fmt: skip
     with Progress(*columns, console=console, transient=False) as progress:
         for stage in stages:
-            result = run_step(config_path, run, store, stage, force, progress)
+            result = run_step(config_path, run, store, stage, force, progress, lease)
             results.append(result)
-            if result.exit_code != EXIT_OK:
+            if result.exit_code != EXIT_OK or lease.lost.is_set():
                 break
     console.print(summary_table(results))
     failed = [r for r in results if r.exit_code != EXIT_OK]
     if failed:
         r = failed[0]
         console.print(f"[red]stage {r.stage} failed (exit {r.exit_code}); log: {r.log}[/]")
-        for line in tail_errors(r.log):
+        for line in r.tail:
             console.print(f"  {line}", markup=False, highlight=False)
+    if lease.lost.is_set():
+        console.print(f"[red]the lease on {store.url} was taken over by another run: stopped[/]")
     return results
 
 

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from posesyn_core import __version__
+from posesyn_core import __version__, failpoints
 from posesyn_core.config import Resources, StageSection
 from posesyn_core.errors import ConfigError, DataError
 from posesyn_core.storage import Store, join, open_store
@@ -278,6 +278,7 @@ def execute_stage(
     """
     spec = type(run).registry[name]
     store = store or open_store(run.root)
+    failpoints.enter_stage(name)
     section = run.section(name)
     num_shards = section.shards
     if num_shards > 1 and not spec.shardable:

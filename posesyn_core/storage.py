@@ -8,16 +8,22 @@ Writes are atomic on both backends, so a reader (or a resumed run) never sees ha
 
 S3 endpoint and credentials come from the standard AWS environment/config (`AWS_ENDPOINT_URL`,
 `AWS_ACCESS_KEY_ID`, profiles, IRSA ...), never from the run YAML. Transient errors are retried by botocore's
-`standard` retry mode with exponential backoff; permanent ones raise `StorageError` naming the URL.
+`standard` retry mode with exponential backoff, and a download cut off midway is fetched again; permanent ones
+raise `StorageError` naming the URL (`StorageAccessError` when the root itself is unusable).
+
+`Store.preflight()` proves a root usable (creatable, writable, bucket reachable, credentials valid) in a second or
+two, before a run starts any work.
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
@@ -28,7 +34,8 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from posesyn_core.errors import ConfigError, StorageError
+from posesyn_core import failpoints
+from posesyn_core.errors import ConfigError, StorageAccessError, StorageError, os_error_message
 
 _TMP_MARK = ".tmp-"  # local temp files are `.<name>.tmp-<uuid>`; listing skips them
 
@@ -84,6 +91,11 @@ class Store(ABC):
 
     @abstractmethod
     def size(self, key: str) -> int: ...
+
+    @abstractmethod
+    def preflight(self) -> None:
+        """Fail fast, in one line, if the root cannot be used: write and delete a probe object. Raises
+        StorageAccessError for what retrying cannot fix, StorageError for what it might (a full disk, a network)."""
 
     # --- conveniences built on the primitives -------------------------------------------------------------
     def url_for(self, key: str) -> str:
@@ -179,16 +191,23 @@ class LocalStore(Store):
     @contextmanager
     def open_write(self, key: str) -> Iterator[IO[bytes]]:
         final = self.path(key)
-        final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name(f".{final.name}{_TMP_MARK}{uuid.uuid4().hex}")
         try:
+            final.parent.mkdir(parents=True, exist_ok=True)
             with open(tmp, "wb") as f:
                 yield f
                 f.flush()
                 os.fsync(f.fileno())
+            failpoints.hit("store.before_commit")
             os.replace(tmp, final)
+        except OSError as e:  # a full disk, a read-only mount: one line naming the object, not a traceback
+            message = os_error_message(e, f"writing {self.url_for(key)}")
+            if message is None:
+                raise
+            raise StorageError(message) from e
         finally:
             tmp.unlink(missing_ok=True)
+        failpoints.hit("store.after_commit")
 
     def list(self, prefix: str = "") -> Iterator[str]:
         base = self.root / prefix if prefix else self.root
@@ -215,23 +234,46 @@ class LocalStore(Store):
             shutil.rmtree(target, ignore_errors=True)
         return len(keys)
 
+    def preflight(self) -> None:
+        probe = self.root / f".preflight{_TMP_MARK}{uuid.uuid4().hex}"
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with open(probe, "wb") as f:
+                f.write(b"\0" * 4096)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            reason = f"{e.strerror or e}" + (f" ({e.filename})" if e.filename and e.filename != str(probe) else "")
+            error = StorageError if e.errno in (errno.ENOSPC, errno.EDQUOT) else StorageAccessError  # may clear up
+            raise error(f"storage root {self.url}: cannot create or write it: {reason}") from None
+        finally:
+            probe.unlink(missing_ok=True)
+
+    def sweep_temp_files(self, prefix: str = "") -> int:
+        """Delete temp files left by writers that were killed before their rename; returns how many. Only safe
+        while holding the root's lease (no other writer can have a temp file open)."""
+        swept = 0
+        for dirpath, _, files in os.walk(self.root / prefix if prefix else self.root):
+            for name in files:
+                if name.startswith(".") and _TMP_MARK in name:
+                    Path(dirpath, name).unlink(missing_ok=True)
+                    swept += 1
+        return swept
+
 
 class S3Store(Store):
     """S3 or any S3-compatible server (MinIO, Ceph RGW ...), found through the usual AWS configuration."""
 
     MULTIPART_THRESHOLD = 8 * 1024 * 1024  # bigger objects go up in 8 MiB parts, completed or aborted whole
+    READ_ATTEMPTS = 5  # a download cut off midway is fetched again this many times in all
 
     def __init__(self, bucket: str, prefix: str = "", client: Any = None):
-        import boto3
         from boto3.s3.transfer import TransferConfig
-        from botocore.config import Config
 
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.url = f"s3://{bucket}/{self.prefix}".rstrip("/")
-        self.client = client or boto3.client(
-            "s3", config=Config(retries={"mode": "standard", "max_attempts": 8}, connect_timeout=10, read_timeout=60)
-        )
+        self.client = client or s3_client(max_attempts=8, connect_timeout=10, read_timeout=60)
         self._transfer = TransferConfig(
             multipart_threshold=self.MULTIPART_THRESHOLD, multipart_chunksize=self.MULTIPART_THRESHOLD
         )
@@ -240,83 +282,207 @@ class S3Store(Store):
         return join(self.prefix, check_key(key))
 
     def _fail(self, key: str, err: Exception) -> StorageError:
-        code = getattr(err, "response", {}).get("Error", {}).get("Code", "")
+        """The one-line error for a failed request on `key`."""
+        from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+
+        where = self.url_for(key) if key != "." else self.url
+        if isinstance(err, NoCredentialsError):
+            return StorageAccessError(f"{where}: no AWS credentials found (set AWS_ACCESS_KEY_ID and "
+                                      "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or give the pod a role)")  # fmt: skip
+        if isinstance(err, EndpointConnectionError):
+            return StorageError(f"{where}: cannot reach the S3 endpoint {err.kwargs.get('endpoint_url')} "
+                                "(is it up? AWS_ENDPOINT_URL points there)")  # fmt: skip
+        if not isinstance(err, ClientError):
+            return StorageError(f"{where}: {type(err).__name__}: {err}")
+        code = err.response.get("Error", {}).get("Code", "")
         if code in ("NoSuchKey", "404", "NotFound"):
-            return NotFound(f"{self.url_for(key)}: no such object")
-        return StorageError(f"{self.url_for(key)}: {code or type(err).__name__}: {err}")
+            return NotFound(f"{where}: no such object")
+        if code == "NoSuchBucket":
+            return StorageAccessError(f"{where}: bucket {self.bucket!r} does not exist")
+        if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"):
+            return StorageAccessError(f"{where}: access denied ({code}): check the credentials and the bucket policy")
+        return StorageError(f"{where}: {code or type(err).__name__}: {err}")
+
+    @contextmanager
+    def _requests(self, key: str) -> Iterator[None]:
+        """Translate what boto raises (after its retries) into a StorageError naming the object."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            yield
+        except (ClientError, BotoCoreError) as e:
+            raise self._fail(key, e) from e
 
     def exists(self, key: str) -> bool:
-        from botocore.exceptions import ClientError
-
         try:
-            self.client.head_object(Bucket=self.bucket, Key=self._k(key))
+            with self._requests(key):
+                self.client.head_object(Bucket=self.bucket, Key=self._k(key))
             return True
-        except ClientError as e:
-            if isinstance(self._fail(key, e), NotFound):
-                return False
-            raise self._fail(key, e) from e
+        except NotFound:
+            return False
 
     def size(self, key: str) -> int:
-        from botocore.exceptions import ClientError
-
-        try:
+        with self._requests(key):
             return int(self.client.head_object(Bucket=self.bucket, Key=self._k(key))["ContentLength"])
-        except ClientError as e:
-            raise self._fail(key, e) from e
 
     @contextmanager
     def open_read(self, key: str) -> Iterator[IO[bytes]]:
-        from botocore.exceptions import ClientError
+        # Downloaded whole into a spool (memory, then a temp file past 8 MiB) before the caller reads: botocore
+        # retries a request that fails, but not a response body cut off midway, which is fetched again here.
+        from botocore.exceptions import IncompleteReadError, ReadTimeoutError, ResponseStreamingError
+        from urllib3.exceptions import ProtocolError
 
-        try:
-            body = self.client.get_object(Bucket=self.bucket, Key=self._k(key))["Body"]
-        except ClientError as e:
-            raise self._fail(key, e) from e
-        try:
-            yield body
-        finally:
-            body.close()
+        for attempt in range(1, self.READ_ATTEMPTS + 1):
+            spool = tempfile.SpooledTemporaryFile(max_size=self.MULTIPART_THRESHOLD)
+            try:
+                with self._requests(key):
+                    body = self.client.get_object(Bucket=self.bucket, Key=self._k(key))["Body"]
+                    with body:
+                        shutil.copyfileobj(body, spool, 1 << 20)
+                break
+            except StorageError as e:
+                spool.close()
+                cause = e.__cause__
+                if not isinstance(cause, IncompleteReadError | ReadTimeoutError | ResponseStreamingError) \
+                        or attempt == self.READ_ATTEMPTS:  # fmt: skip
+                    raise
+            except ProtocolError as e:
+                spool.close()
+                if attempt == self.READ_ATTEMPTS:
+                    raise StorageError(f"{self.url_for(key)}: download cut off {attempt} times: {e}") from e
+            time.sleep(0.2 * attempt)
+        with spool:
+            spool.seek(0)
+            yield spool
 
     @contextmanager
     def open_write(self, key: str) -> Iterator[IO[bytes]]:
         # Spool to a local temp file, then upload: a PUT (small) or a multipart upload that s3transfer aborts on
         # error. Until the upload completes nothing is visible under the key.
-        from botocore.exceptions import BotoCoreError, ClientError
-
         with tempfile.SpooledTemporaryFile(max_size=self.MULTIPART_THRESHOLD) as spool:
             yield spool
             spool.seek(0)
-            try:
+            failpoints.hit("store.before_commit")
+            with self._requests(key):
                 self.client.upload_fileobj(spool, self.bucket, self._k(key), Config=self._transfer)
-            except (ClientError, BotoCoreError) as e:
-                raise self._fail(key, e) from e
+        failpoints.hit("store.after_commit")
 
     def list(self, prefix: str = "") -> Iterator[str]:
-        from botocore.exceptions import ClientError
-
         full = join(self.prefix, prefix)
         if prefix and not prefix.endswith("/") and not self.exists(prefix):
             full += "/"
         elif full and not full.endswith("/"):
             full += "/"
         strip = len(self.prefix) + 1 if self.prefix else 0
-        try:
+        with self._requests(prefix or "."):
             pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full)
             for page in pages:
                 for obj in page.get("Contents", []):
                     yield obj["Key"][strip:]
-        except ClientError as e:
-            raise self._fail(prefix or ".", e) from e
 
     def delete(self, key: str) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=self._k(key))
+        with self._requests(key):
+            self.client.delete_object(Bucket=self.bucket, Key=self._k(key))
 
     def delete_prefix(self, prefix: str) -> int:
         keys = list(self.list(prefix))
-        for i in range(0, len(keys), 1000):
-            batch = [{"Key": self._k(k)} for k in keys[i : i + 1000]]
-            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+        with self._requests(prefix or "."):
+            for i in range(0, len(keys), 1000):
+                batch = [{"Key": self._k(k)} for k in keys[i : i + 1000]]
+                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
         return len(keys)
+
+    def preflight(self) -> None:
+        # Its own client with short timeouts and few retries: an endpoint that is down fails in a second or two,
+        # not after the eight patient attempts the stages' client makes.
+        quick = S3Store(self.bucket, self.prefix, s3_client(max_attempts=3, connect_timeout=2, read_timeout=5))
+        with quick._requests("."):
+            quick.client.head_bucket(Bucket=self.bucket)
+        probe = f".preflight-{uuid.uuid4().hex}"
+        quick.write_bytes(probe, b"\0")
+        quick.delete(probe)
+
+    # --- conditional requests (the run-root lease) ----------------------------------------------------------
+    def create_if_absent(self, key: str, data: bytes) -> str | None:
+        """PUT with If-None-Match: *; returns the new ETag, or None when the key already exists."""
+        return self._conditional_put(key, data, IfNoneMatch="*")
+
+    def replace_if_match(self, key: str, data: bytes, etag: str) -> str | None:
+        """PUT with If-Match; returns the new ETag, or None when the object changed or is gone."""
+        return self._conditional_put(key, data, IfMatch=etag)
+
+    def _conditional_put(self, key: str, data: bytes, **condition: str) -> str | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            with self._requests(key):
+                return self.client.put_object(Bucket=self.bucket, Key=self._k(key), Body=data, **condition)["ETag"]
+        except NotFound:
+            return None  # If-Match on a deleted object
+        except StorageError as e:
+            if isinstance(e.__cause__, ClientError) and _precondition_failed(e.__cause__):
+                return None
+            raise
+
+    def read_with_etag(self, key: str) -> tuple[bytes, str, float] | None:
+        """(bytes, ETag, age in seconds) or None when absent. The age is measured on the server's clock (its Date
+        header minus the object's Last-Modified), so clocks of the hosts that share the root do not matter."""
+        from email.utils import parsedate_to_datetime
+
+        try:
+            with self._requests(key):
+                response = self.client.get_object(Bucket=self.bucket, Key=self._k(key))
+                data = response["Body"].read()
+        except NotFound:
+            return None
+        server_now = parsedate_to_datetime(response["ResponseMetadata"]["HTTPHeaders"]["date"])
+        return data, response["ETag"], (server_now - response["LastModified"]).total_seconds()
+
+    def delete_if_match(self, key: str, etag: str) -> bool:
+        """DELETE with If-Match; False when the object changed (or is already gone)."""
+        from botocore.exceptions import ClientError
+
+        try:
+            with self._requests(key):
+                self.client.delete_object(Bucket=self.bucket, Key=self._k(key), IfMatch=etag)
+            return True
+        except NotFound:
+            return False
+        except StorageError as e:
+            if isinstance(e.__cause__, ClientError) and _precondition_failed(e.__cause__):
+                return False
+            raise
+
+    def abort_incomplete_uploads(self) -> int:
+        """Abort multipart uploads under the prefix that a killed writer left open (they hold storage, invisible);
+        returns how many. Only safe while holding the root's lease."""
+        aborted = 0
+        with self._requests("."):
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=join(self.prefix, "") + ("/" if self.prefix else ""))
+            for page in pages:
+                for upload in page.get("Uploads", []):
+                    self.client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"],
+                                                       UploadId=upload["UploadId"])  # fmt: skip
+                    aborted += 1
+        return aborted
+
+
+def _precondition_failed(err: Exception) -> bool:
+    """412 (the condition did not hold) or 409 (a concurrent conditional write won the race)."""
+    code = err.response.get("Error", {}).get("Code", "")
+    status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412)
+
+
+def s3_client(max_attempts: int, connect_timeout: float, read_timeout: float) -> Any:
+    """A boto3 S3 client from the standard AWS configuration, with botocore's `standard` retry mode."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(retries={"mode": "standard", "max_attempts": max_attempts}, connect_timeout=connect_timeout,
+                    read_timeout=read_timeout)  # fmt: skip
+    return boto3.client("s3", config=config)
 
 
 def open_store(url: str) -> Store:

@@ -16,7 +16,7 @@ import logging
 import os
 import sys
 
-from posesyn_core.errors import EXIT_OK, ConfigError, PosesynError
+from posesyn_core.errors import EXIT_OK, ConfigError, as_user_error
 from posesyn_core.logs import setup_logging
 
 DEFAULT_CONFIG = "/etc/posesyn/run.yaml"
@@ -41,6 +41,7 @@ def main(stage: str) -> int:
         # Imported here so a broken install is reported like any other failure, not as a bare traceback.
         from posesyn_core.pipeline import load_run_config
         from posesyn_core.stages import execute_stage
+        from posesyn_core.storage import open_store
 
         run = load_run_config(config_path)
         spec = type(run).registry.get(stage)
@@ -49,10 +50,15 @@ def main(stage: str) -> int:
         if stage not in run.stages:
             raise ConfigError(f"{config_path}: stages: {stage!r} is not part of this run ({run.stages})")
         shard = shard_index(stage, spec.shardable)
-        result = execute_stage(run, stage, shard=shard)
-    # Anything else is a bug or a transient failure: Python prints the traceback and exits 1 (the Job retries).
-    except PosesynError as e:
-        print(f"posesyn {stage}: error: {e}", file=sys.stderr, flush=True)
-        return e.exit_code
+        store = open_store(run.root)
+        store.preflight()  # a wrong bucket or missing credentials: one line at once, not deep inside the stage
+        result = execute_stage(run, stage, shard=shard, store=store)
+    # Anything else is a bug: Python prints the traceback and exits 1 (the Job retries).
+    except Exception as e:
+        error = as_user_error(e)
+        if error is None:
+            raise
+        print(f"posesyn {stage}: error: {error}", file=sys.stderr, flush=True)
+        return error.exit_code
     log.info("finished", extra={"fields": {"status": result.status, "shard": shard}})
     return EXIT_OK
