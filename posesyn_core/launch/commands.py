@@ -191,12 +191,15 @@ def cluster_status_cmd(release: str, namespace: str | None, context: str | None,
 @click.option("--stages", required=True, help="Comma-separated stages, in the order to run them.")
 @click.option("--status-configmap", required=True, help="ConfigMap to record the run's status in.")
 @click.option("--watch-timeout", default=60, show_default=True, help="Re-list a waited-for Job this often (s).")
+@click.option("--config", "run_yaml", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The run YAML: check its storage root and hold the root's lease for the release while running.")
 def sequence_cmd(release: str, namespace: str | None, stages: str, status_configmap: str,
-                 watch_timeout: int) -> None:
+                 watch_timeout: int, run_yaml: Path | None) -> None:
     """Run a release's stage Jobs one after another (what the chart's sequencer Job runs in the cluster).
 
-    Exit codes: 0 every stage succeeded; 1 a stage failed or the run was cancelled; 75 the API server stayed
-    unreachable (restarting is safe: state is read back from the cluster).
+    Exit codes: 0 every stage succeeded; 1 a stage failed, the run was cancelled or its storage is unusable;
+    2 another run holds the storage root; 75 the API server stayed unreachable (restarting is safe: state is
+    read back from the cluster).
 
     \b
     Example:
@@ -210,7 +213,14 @@ def sequence_cmd(release: str, namespace: str | None, stages: str, status_config
     if not order:
         raise ConfigError("--stages: name at least one stage")
     try:
-        code = Sequencer(Kube.connect(namespace), release, order, status_configmap, watch_timeout).run()
+        sequencer = Sequencer(Kube.connect(namespace), release, order, status_configmap, watch_timeout)
+        if run_yaml is None:
+            code = sequencer.run()
+        else:
+            from posesyn_core.pipeline import load_run_config
+            from posesyn_core.storage import open_store
+
+            code = sequencer.run_holding(open_store(load_run_config(run_yaml).root))
     except KubeUnavailable as e:
         click.echo(f"error: {e}", err=True)
         code = EXIT_API_UNAVAILABLE

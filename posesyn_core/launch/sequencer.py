@@ -15,13 +15,20 @@ which `posesyn watch` and `kubectl get cm -o yaml` show.
 
 Waiting uses a watch from the list's resourceVersion; when the API server says the version is gone (HTTP 410,
 after compaction or a long disconnect) the sequencer re-lists and watches again from the new version.
+
+With the run config (`--config`, as the chart passes it) the sequencer first checks the run's storage and takes
+the root's lease for the release (`posesyn_core.lease`, owner `release:<namespace>/<release>`) and renews it until
+the run ends, so no other release or laptop run writes the same root meanwhile; a restarted sequencer pod takes
+its own release's lease back at once. A root held by someone else fails the run at once, naming the holder.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from posesyn_core.launch.kube import (
     COMPONENT,
@@ -40,10 +47,15 @@ from posesyn_core.launch.kube import (
     pod_states,
 )
 
+if TYPE_CHECKING:
+    from posesyn_core.lease import Lease
+    from posesyn_core.storage import Store
+
 log = logging.getLogger("posesyn.sequencer")
 
 EXIT_SUCCEEDED = 0
 EXIT_RUN_FAILED = 1  # a stage failed or the run was cancelled: restarting the sequencer changes nothing
+EXIT_ROOT_HELD = 2  # another run holds the storage root: restarting changes nothing until it is released
 EXIT_API_UNAVAILABLE = 75  # EX_TEMPFAIL: the API server stayed unreachable; restarting the sequencer is safe
 
 
@@ -58,6 +70,11 @@ class Sequencer:
     stages: list[str]
     status_configmap: str
     watch_timeout_s: int = 60  # re-list at least this often (refreshes pod-level reasons in the status)
+    lease: Lease | None = None  # the run root's lease, held (and renewed) while the sequencer runs
+
+    def owner(self) -> str:
+        """The lease owner: the release, so a restarted sequencer pod reclaims its own lease."""
+        return f"release:{self.kube.namespace}/{self.release}"
 
     # 1. reading state ----------------------------------------------------------------------------------------
     def selector(self, stage: str) -> str:
@@ -108,6 +125,7 @@ class Sequencer:
                 self.record(stage, current.state, current.status)
             if current.is_suspended and self.cancelled():
                 raise RunStopped("the run was cancelled")
+            self.check_lease()
             try:
                 for kind, obj in self.kube.watch_jobs(self.selector(stage), rv, self.watch_timeout_s):
                     if kind == "BOOKMARK":
@@ -126,7 +144,12 @@ class Sequencer:
                 else:
                     raise
 
+    def check_lease(self) -> None:
+        if self.lease is not None and self.lease.lost.is_set():
+            raise RunStopped(f"lost the lease on {self.lease.store.url} to another run (could not renew it)")
+
     def run_stage(self, stage: str, recorded: dict[str, str]) -> None:
+        self.check_lease()
         job, _ = self.stage_job(stage)
         if job is None:
             if recorded.get(f"{stage}.state") == "Succeeded":  # its Job was cleaned up (ttlSecondsAfterFinished)
@@ -181,3 +204,17 @@ class Sequencer:
             return EXIT_RUN_FAILED
         self.record("run", "Succeeded", f"All {len(self.stages)} stages succeeded", finished=now_rfc3339())
         return EXIT_SUCCEEDED
+
+    def run_holding(self, store: Store) -> int:
+        """`run` with the storage root checked and its lease held for the release."""
+        from posesyn_core.errors import PosesynError
+        from posesyn_core.lease import LeaseHeld, holding
+
+        with ExitStack() as held:
+            try:
+                self.lease = held.enter_context(holding(store, owner=self.owner()))
+            except PosesynError as e:  # held by another run, or storage unusable: say so where `watch` looks
+                self.ensure_status_configmap()
+                self.record("run", "Failed", str(e), finished=now_rfc3339())
+                return EXIT_ROOT_HELD if isinstance(e, LeaseHeld) else EXIT_RUN_FAILED
+            return self.run()

@@ -113,8 +113,19 @@ def test_sequencer_job_and_least_privilege_role(toy):
     assert ctr["command"] == ["posesyn", "sequence"]
     assert ctr["args"] == [
         "--release=r2", "--namespace=ns", "--stages=toy-count,toy-square", "--status-configmap=r2-posesyn-status",
+        "--config=/etc/posesyn/run.yaml",
     ]
     assert "nvidia.com/gpu" not in ctr["resources"]["limits"]
+    # It reads the run config and the storage the stage pods write, to check the root and hold its lease.
+    mounts = {m["name"]: m["mountPath"] for m in ctr["volumeMounts"]}
+    assert mounts["run-config"] == "/etc/posesyn" and mounts["data"] == "/data"
+    assert {v["name"]: v for v in pod["volumes"]}["data"]["persistentVolumeClaim"]["claimName"] == "r2-posesyn-data"
+    s3 = chart.render({"run": {"stages": ["toy-count"]}, "storage": {"type": "s3", "s3": {
+        "bucket": "data", "endpoint": "http://s3:9000", "credentialsSecret": "s"}}}, chart_dir, release="r2")
+    s3_ctr = by_kind(s3, "Job")["r2-posesyn-sequencer"]["spec"]["template"]["spec"]["containers"][0]
+    assert {e["name"]: e.get("value") for e in s3_ctr["env"]}["AWS_ENDPOINT_URL"] == "http://s3:9000"
+    assert s3_ctr["envFrom"] == [{"secretRef": {"name": "s"}}]
+    assert "data" not in {m["name"] for m in s3_ctr["volumeMounts"]}
     rules = by_kind(docs, "Role")["r2-posesyn-sequencer"]["rules"]
     granted = {(g, r, v, tuple(rule.get("resourceNames", ())))
                for rule in rules for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
@@ -257,6 +268,8 @@ def test_sequencer_args_parse_with_the_real_command(toy):
     ctx = sequence_cmd.make_context("sequence", list(ctr["args"]))
     assert ctx.params["release"] == "r4" and ctx.params["status_configmap"] == "r4-posesyn-status"
     assert ctx.params["stages"].split(",") == chart_dir_pipeline(chart_dir)
+    mounted = {m["name"]: m["mountPath"] for m in ctr["volumeMounts"]}["run-config"]
+    assert ctx.params["run_yaml"] == Path(mounted) / "run.yaml"
 
 
 def chart_dir_pipeline(chart_dir: Path) -> list[str]:

@@ -89,17 +89,58 @@ def test_refuses_to_clobber_a_running_release(api, kube):
     assert check_release(kube, "fresh", "demo", force=False) == []
 
 
-def test_rendered_chart_runs_in_order_with_the_rendered_sequencer_command(api, kubeconfig, run_yaml):
-    """Load the chart's Jobs into the fake API and run the exact `posesyn sequence` command the chart renders."""
+def rendered_sequencer(api, run_yaml: Path, tmp_path: Path) -> list[str]:
+    """Load the chart's stage Jobs into the fake API; return the exact sequencer command line the chart renders,
+    its run ConfigMap "mounted" under tmp_path as the kubelet would mount it at /etc/posesyn."""
     docs = manifests(invoke(["submit", str(run_yaml), "--dry-run", "-n", api.namespace]).output)
     for doc in docs:
         if doc["kind"] == "Job" and STAGE in doc["metadata"]["labels"]:
             api.put("jobs", doc)
     seq = next(d for d in docs if d["kind"] == "Job" and STAGE not in d["metadata"]["labels"])
     container = seq["spec"]["template"]["spec"]["containers"][0]
+    config_map = next(d for d in docs if d["kind"] == "ConfigMap" and "run.yaml" in d.get("data", {}))
+    mounted = tmp_path / "etc-posesyn" / "run.yaml"
+    mounted.parent.mkdir()
+    mounted.write_text(config_map["data"]["run.yaml"])
+    args = [f"--config={mounted}" if a == "--config=/etc/posesyn/run.yaml" else a for a in container["args"]]
+    assert args != container["args"], "the chart no longer passes --config to the sequencer"
+    return container["command"][1:] + args
+
+
+def test_rendered_chart_runs_in_order_with_the_rendered_sequencer_command(api, kubeconfig, run_yaml, tmp_path,
+                                                                           s3_env):  # fmt: skip
+    """Load the chart's Jobs into the fake API and run the exact `posesyn sequence` command the chart renders:
+    it checks the run's S3 root, holds its lease while the stages run and releases it at the end."""
+    import boto3
+
+    boto3.client("s3").create_bucket(Bucket="posesyn-runs")
+    command = rendered_sequencer(api, run_yaml, tmp_path)
     controller = JobController(api)
-    invoke(container["command"][1:] + container["args"], 0)
+    invoke(command, 0)
     assert controller.started == ["tpe-train", "eem"]
     assert api.get("jobs", "demo-posesyn-eem")["status"]["succeeded"] == 2
     status = api.get("configmaps", "demo-posesyn-status")
     assert status["metadata"]["labels"][INSTANCE] == RELEASE and status["data"]["run.state"] == "Succeeded"
+    assert "Contents" not in boto3.client("s3").list_objects_v2(Bucket="posesyn-runs", Prefix="demo/_LEASE")
+
+
+def test_sequencer_refuses_a_root_another_run_holds(api, kubeconfig, run_yaml, tmp_path, s3_env):
+    """A laptop run (or another release) holds the root: the sequencer starts no stage, exits 2 (the chart's
+    podFailurePolicy fails the Job) and the run's status names the holder."""
+    import boto3
+
+    from posesyn_core.lease import acquire
+    from posesyn_core.storage import open_store
+
+    boto3.client("s3").create_bucket(Bucket="posesyn-runs")
+    command = rendered_sequencer(api, run_yaml, tmp_path)
+    controller = JobController(api)
+    other = acquire(open_store("s3://posesyn-runs/demo"), owner="process:laptop:42")
+    invoke(command, 2)
+    assert controller.started == []
+    data = api.get("configmaps", "demo-posesyn-status")["data"]
+    assert data["run.state"] == "Failed" and "is in use by" in data["run.message"]
+    assert "process:laptop:42" in data["run.message"]
+    other.release()
+    invoke(command, 0)  # released: the same sequencer command now runs the stages
+    assert controller.started == ["tpe-train", "eem"]

@@ -118,3 +118,45 @@ privileged: false
 capabilities:
   drop: [ALL]
 {{- end }}
+
+{{/* Storage access, the same in stage pods and the sequencer (which checks the root and holds its lease). */}}
+{{- define "posesyn.storageEnv" -}}
+{{- if eq .Values.storage.type "s3" }}
+{{- with .Values.storage.s3.endpoint }}
+- name: AWS_ENDPOINT_URL
+  value: {{ . | quote }}
+{{- end }}
+- name: AWS_REGION
+  value: {{ .Values.storage.s3.region | quote }}
+{{- end }}
+{{- end }}
+
+{{- define "posesyn.storageEnvFrom" -}}
+{{- if and (eq .Values.storage.type "s3") .Values.storage.s3.credentialsSecret }}
+envFrom:
+  - secretRef:
+      name: {{ .Values.storage.s3.credentialsSecret }}
+{{- end }}
+{{- end }}
+
+{{/* Mounts of the run config and the data PVC, and their volumes. */}}
+{{- define "posesyn.runMounts" -}}
+- name: run-config
+  mountPath: /etc/posesyn
+  readOnly: true
+{{- if eq .Values.storage.type "pvc" }}
+- name: data
+  mountPath: {{ .Values.storage.pvc.mountPath }}
+{{- end }}
+{{- end }}
+
+{{- define "posesyn.runVolumes" -}}
+- name: run-config
+  configMap:
+    name: {{ include "posesyn.runConfigMap" . }}
+{{- if eq .Values.storage.type "pvc" }}
+- name: data
+  persistentVolumeClaim:
+    claimName: {{ include "posesyn.claimName" . }}
+{{- end }}
+{{- end }}
