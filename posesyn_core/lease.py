@@ -73,9 +73,10 @@ class Holder:
     @classmethod
     def this_process(cls, owner: str | None, ttl_s: float) -> Holder:
         host = platform.node()
+        prog = os.path.basename(sys.argv[0])
+        prog = "posesyn" if prog == "posesyn" or sys.argv[0].endswith(os.path.join("posesyn_core", "cli.py")) else prog
         return cls(owner=owner or f"process:{host}:{os.getpid()}", token=uuid.uuid4().hex, host=host,
-                   pid=os.getpid(), command=" ".join(os.path.basename(a) if i == 0 else a
-                                                     for i, a in enumerate(sys.argv))[:200],
+                   pid=os.getpid(), command=" ".join([prog, *sys.argv[1:]])[:200],
                    acquired=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), ttl_s=ttl_s)  # fmt: skip
 
     @classmethod

@@ -396,8 +396,11 @@ class S3Store(Store):
         # Its own client with short timeouts and few retries: an endpoint that is down fails in a second or two,
         # not after the eight patient attempts the stages' client makes.
         quick = S3Store(self.bucket, self.prefix, s3_client(max_attempts=3, connect_timeout=2, read_timeout=5))
-        with quick._requests("."):
-            quick.client.head_bucket(Bucket=self.bucket)
+        try:
+            with quick._requests("."):
+                quick.client.head_bucket(Bucket=self.bucket)
+        except NotFound:  # HEAD has no body, so S3 answers a missing bucket with a bare 404
+            raise StorageAccessError(f"{self.url}: bucket {self.bucket!r} does not exist") from None
         probe = f".preflight-{uuid.uuid4().hex}"
         quick.write_bytes(probe, b"\0")
         quick.delete(probe)
