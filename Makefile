@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PYOPENGL_PLATFORM ?= osmesa
 
-.PHONY: demo test test-fast system-deps venv images chart kind-test bench gpu-check clean
+.PHONY: demo test test-fast test-faults system-deps venv images chart kind-test bench gpu-check clean
 
 $(STAMP): pyproject.toml Makefile
 	@$(MAKE) --no-print-directory system-deps
@@ -44,6 +44,10 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -m "not slow and not docker"
+
+# The fault-injection suite alone (part of `make test`): flaky S3, a SIGKILL inside every stage, a full disk.
+test-faults: $(STAMP)
+	$(BIN)/python -m pytest -q -s -m faults
 
 # Speed/memory benchmarks (CPU). gpu_check.py needs a CUDA machine: `make gpu-check` there.
 bench: $(STAMP)

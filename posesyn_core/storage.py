@@ -28,6 +28,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 from urllib.parse import urlparse
@@ -327,33 +328,37 @@ class S3Store(Store):
 
     @contextmanager
     def open_read(self, key: str) -> Iterator[IO[bytes]]:
-        # Downloaded whole into a spool (memory, then a temp file past 8 MiB) before the caller reads: botocore
-        # retries a request that fails, but not a response body cut off midway, which is fetched again here.
+        # Downloaded whole into a spool (memory, then a temp file past 8 MiB) before the caller reads, so that a
+        # body cut off midway can be fetched again (botocore retries failed requests, not truncated bodies).
+        with tempfile.SpooledTemporaryFile(max_size=self.MULTIPART_THRESHOLD) as spool:
+            self._get_object(key, spool)
+            spool.seek(0)
+            yield spool
+
+    def _get_object(self, key: str, sink: IO[bytes]) -> dict:
+        """GET `key` into `sink` (rewritten from the start on each attempt); returns the response metadata."""
         from botocore.exceptions import IncompleteReadError, ReadTimeoutError, ResponseStreamingError
         from urllib3.exceptions import ProtocolError
 
-        for attempt in range(1, self.READ_ATTEMPTS + 1):
-            spool = tempfile.SpooledTemporaryFile(max_size=self.MULTIPART_THRESHOLD)
+        attempt = 1
+        while True:
+            sink.seek(0)
+            sink.truncate()
             try:
                 with self._requests(key):
-                    body = self.client.get_object(Bucket=self.bucket, Key=self._k(key))["Body"]
-                    with body:
-                        shutil.copyfileobj(body, spool, 1 << 20)
-                break
+                    response = self.client.get_object(Bucket=self.bucket, Key=self._k(key))
+                    with response["Body"] as body:
+                        shutil.copyfileobj(body, sink, 1 << 20)
+                return response
             except StorageError as e:
-                spool.close()
-                cause = e.__cause__
-                if not isinstance(cause, IncompleteReadError | ReadTimeoutError | ResponseStreamingError) \
-                        or attempt == self.READ_ATTEMPTS:  # fmt: skip
+                cut_off = isinstance(e.__cause__, IncompleteReadError | ReadTimeoutError | ResponseStreamingError)
+                if not cut_off or attempt == self.READ_ATTEMPTS:
                     raise
             except ProtocolError as e:
-                spool.close()
                 if attempt == self.READ_ATTEMPTS:
                     raise StorageError(f"{self.url_for(key)}: download cut off {attempt} times: {e}") from e
             time.sleep(0.2 * attempt)
-        with spool:
-            spool.seek(0)
-            yield spool
+            attempt += 1
 
     @contextmanager
     def open_write(self, key: str) -> Iterator[IO[bytes]]:
@@ -432,14 +437,16 @@ class S3Store(Store):
         header minus the object's Last-Modified), so clocks of the hosts that share the root do not matter."""
         from email.utils import parsedate_to_datetime
 
+        buffer = io.BytesIO()
         try:
-            with self._requests(key):
-                response = self.client.get_object(Bucket=self.bucket, Key=self._k(key))
-                data = response["Body"].read()
+            response = self._get_object(key, buffer)
         except NotFound:
             return None
-        server_now = parsedate_to_datetime(response["ResponseMetadata"]["HTTPHeaders"]["date"])
-        return data, response["ETag"], (server_now - response["LastModified"]).total_seconds()
+        date = response["ResponseMetadata"]["HTTPHeaders"].get("date")
+        server_now = parsedate_to_datetime(date) if date else datetime.now(UTC)
+        if server_now.tzinfo is None:  # an HTTP date is always GMT
+            server_now = server_now.replace(tzinfo=UTC)
+        return buffer.getvalue(), response["ETag"], (server_now - response["LastModified"]).total_seconds()
 
     def delete_if_match(self, key: str, etag: str) -> bool:
         """DELETE with If-Match; False when the object changed (or is already gone)."""

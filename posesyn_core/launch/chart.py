@@ -181,6 +181,8 @@ CHART_KEYS_SCHEMA: dict[str, Any] = {
         {
             "enabled": {"type": "boolean", "description": "Run the in-cluster sequencer Job."},
             "image": _str("Sequencer image name.", minLength=1),
+            "serviceAccountAnnotations": {**_K8S_MAP, "description": "Annotations of the sequencer's "
+                                          "ServiceAccount (pod identity for the storage root it checks and leases)."},
             "resources": _resources(with_gpu=False),
             "backoffLimit": _int("Retries of the sequencer pod."),
             "activeDeadlineSeconds": _int("Wall-clock limit of the whole run.", minimum=1),

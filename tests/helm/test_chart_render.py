@@ -126,6 +126,9 @@ def test_sequencer_job_and_least_privilege_role(toy):
     assert {e["name"]: e.get("value") for e in s3_ctr["env"]}["AWS_ENDPOINT_URL"] == "http://s3:9000"
     assert s3_ctr["envFrom"] == [{"secretRef": {"name": "s"}}]
     assert "data" not in {m["name"] for m in s3_ctr["volumeMounts"]}
+    role = {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/posesyn"}
+    irsa = chart.render({"sequencer": {"serviceAccountAnnotations": role}}, chart_dir, release="r2")
+    assert by_kind(irsa, "ServiceAccount")["r2-posesyn-sequencer"]["metadata"]["annotations"] == role
     rules = by_kind(docs, "Role")["r2-posesyn-sequencer"]["rules"]
     granted = {(g, r, v, tuple(rule.get("resourceNames", ())))
                for rule in rules for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
