@@ -347,8 +347,14 @@ class S3Store(Store):
             try:
                 with self._requests(key):
                     response = self.client.get_object(Bucket=self.bucket, Key=self._k(key))
-                    with response["Body"] as body:
+                    # Read through botocore's StreamingBody, which checks the length it got against the
+                    # Content-Length; `with response["Body"]` would hand out the raw urllib3 stream, which
+                    # does not, and a body cut off midway would read as a shorter, complete one.
+                    body = response["Body"]
+                    try:
                         shutil.copyfileobj(body, sink, 1 << 20)
+                    finally:
+                        body.close()
                 return response
             except StorageError as e:
                 cut_off = isinstance(e.__cause__, IncompleteReadError | ReadTimeoutError | ResponseStreamingError)

@@ -139,10 +139,11 @@ def run(ctx: StageContext) -> None:
     from posesyn_core.animate.contact_sheet import contact_sheet
 
     ctx.store.write_bytes(ctx.key("contact_sheet.png"), contact_sheet(ds, pick.tolist()))
-    summary = {"backend": cfg.backend, "motions": len(fits), "frames": info["num_samples"],
-               "frames_rendered_now": rendered, "seconds": round(seconds, 2),
-               "frames_per_second": round(rendered / seconds, 2) if rendered else None}  # fmt: skip
+    # summary.json is an output, so the same for a resumed run as for an uninterrupted one; how this attempt
+    # went (frames rendered now, speed) goes to the manifest.
+    summary = {"backend": cfg.backend, "motions": len(fits), "frames": info["num_samples"]}
     ctx.store.write_json(ctx.key("summary.json"), summary)
     ctx.counts["motions"], ctx.counts["frames"] = len(fits), info["num_samples"]
-    ctx.extra["animate"] = summary
+    ctx.extra["animate"] = {**summary, "frames_rendered_now": rendered, "seconds": round(seconds, 2),
+                            "frames_per_second": round(rendered / seconds, 2) if rendered else None}  # fmt: skip
 

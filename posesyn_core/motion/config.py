@@ -7,7 +7,7 @@ Trains the motion VQ-VAE, then the T2M-GPT transformer with MR_init prefixes, on
     t2m_gpt.pt          transformer checkpoint: config, weights, text-encoder spec, MR_init frame count
     normalization.npz   feature mean/std (also inside vqvae.pt)
     losses.jsonl        {"phase", "step", "loss", ...} every `log_every` iterations
-    metrics.json        held-out VQ-VAE reconstruction error (mm), final losses, sizes, timing
+    metrics.json        held-out VQ-VAE reconstruction error (mm), final losses, sizes (timing: `_SUCCESS`)
     sample.png/.npz     a text-conditioned sample rendered as a skeleton strip (for the report)
     ckpt/               resumable training state (model, optimizer, EMA, step); removed when a phase ends
 """

@@ -25,12 +25,14 @@ ERROR_BODY = ('<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code><
               'proxy</Message></Error>')  # fmt: skip
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
 REPEATABLE = {"GET", "HEAD", "PUT", "DELETE"}
+KINDS = frozenset({"500", "503", "drop", "lost", "truncate"})
 
 
 class FaultProxy:
-    def __init__(self, upstream: str, seed: int, fraction: float, max_consecutive: int = 2):
+    def __init__(self, upstream: str, seed: int, fraction: float, max_consecutive: int = 2,
+                 kinds: frozenset[str] = KINDS):  # fmt: skip
         self.upstream = urlsplit(upstream)
-        self.seed, self.fraction, self.max_consecutive = seed, fraction, max_consecutive
+        self.seed, self.fraction, self.max_consecutive, self.kinds = seed, fraction, max_consecutive, kinds
         self.counts: Counter = Counter()
         self._seen: Counter = Counter()  # (method, path) -> times seen
         self._streak: Counter = Counter()  # (method, path) -> faults in a row
@@ -56,12 +58,12 @@ class FaultProxy:
             self.counts["requests"] += 1
             digest = hashlib.sha256(f"{self.seed}:{method}:{path}:{self._seen[request]}".encode()).digest()
             roll = int.from_bytes(digest[:8], "little") / 2**64
-            if roll >= self.fraction or self._streak[request] >= self.max_consecutive:
+            kinds = ["500", "503", "drop"] + (["lost"] if method in REPEATABLE else [])
+            kinds = [k for k in kinds + (["truncate"] if is_object_get else []) if k in self.kinds]
+            if not kinds or roll >= self.fraction or self._streak[request] >= self.max_consecutive:
                 self._streak[request] = 0
                 return None
             self._streak[request] += 1
-            kinds = ["500", "503", "drop"] + (["lost"] if method in REPEATABLE else [])
-            kinds += ["truncate"] if is_object_get else []
             kind = kinds[digest[8] % len(kinds)]
             self.counts[kind] += 1
             return kind
