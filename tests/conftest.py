@@ -1,4 +1,5 @@
-"""Shared fixtures: a real S3-protocol server (moto) process on 127.0.0.1, and a CLI helper."""
+"""Shared fixtures: a real S3-protocol server (moto) process on 127.0.0.1, a CLI helper, and one finished smoke
+run per session."""
 
 from __future__ import annotations
 
@@ -9,13 +10,17 @@ import sys
 import time
 import traceback
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner, Result
 
 os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
 REPO = Path(__file__).resolve().parent.parent
+PIPELINE = ["world", "tpe-train", "motion-train", "eem", "caption", "msm", "retarget", "animate", "filter",
+            "finetune", "evaluate"]  # fmt: skip
 
 
 def _free_port() -> int:
@@ -92,3 +97,33 @@ def restore_root_logging():
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
+
+
+def smoke_config(directory: Path, root: str) -> Path:
+    """`examples/smoke.yaml` with its root moved to `root`, written to `directory/smoke.yaml`."""
+    cfg = yaml.safe_load((REPO / "examples" / "smoke.yaml").read_text())
+    cfg["root"] = root
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "smoke.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@dataclass(frozen=True)
+class SmokeRun:
+    config: Path
+    root: Path
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory) -> SmokeRun:
+    """One undisturbed `posesyn run` of the smoke config, shared by the slow tests that need a finished run: they
+    read it, or copy it (`shutil.copytree(..., symlinks=True)`) to change it. A whole run costs minutes on 2 cores;
+    the suite pays it once."""
+    base = tmp_path_factory.mktemp("smoke")
+    config = smoke_config(base, str(base / "run"))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-m", "posesyn_core.cli", "run", str(config)], env=env,
+                          capture_output=True, text=True, timeout=1200)  # fmt: skip
+    assert proc.returncode == 0, f"the smoke run failed:\n{proc.stderr[-4000:]}"
+    return SmokeRun(config, base / "run")

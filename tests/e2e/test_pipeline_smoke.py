@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import PIPELINE, REPO
 
 pytestmark = pytest.mark.slow
 
@@ -24,19 +25,19 @@ def posesyn(*args: str) -> subprocess.CompletedProcess:
     return proc
 
 
-def test_smoke_pipeline_end_to_end(tmp_path: Path):
-    cfg = yaml.safe_load((REPO / "examples" / "smoke.yaml").read_text())
-    cfg["root"] = str(tmp_path / "run")
+def test_smoke_pipeline_end_to_end(smoke_run, tmp_path: Path):
+    root = tmp_path / "run"
+    shutil.copytree(smoke_run.root, root, symlinks=True)  # the session's smoke run, copied: this test changes it
+    cfg = yaml.safe_load(smoke_run.config.read_text())
+    cfg["root"] = str(root)
     run_yaml = tmp_path / "smoke.yaml"
     run_yaml.write_text(yaml.safe_dump(cfg))
 
-    posesyn("run", str(run_yaml))
-    root = tmp_path / "run"
-    stages = ["world", "tpe-train", "motion-train", "eem", "caption", "msm", "retarget", "animate", "filter",
-              "finetune", "evaluate"]  # fmt: skip
-    for stage in stages:
+    posesyn("run", str(run_yaml))  # finished: every stage is found done and skipped
+    for stage in PIPELINE:
         manifest = json.loads((root / stage / "_SUCCESS").read_text())
         assert manifest["stage"] == stage and manifest["fingerprint"]
+        assert (root / stage / "_SUCCESS").read_bytes() == (smoke_run.root / stage / "_SUCCESS").read_bytes()
     assert json.loads((root / "filter" / "_SUCCESS").read_text())["counts"]["kept"] > 0
 
     posesyn("experiment", "ablations", str(run_yaml), "--only", "real-only")

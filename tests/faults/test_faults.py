@@ -20,15 +20,12 @@ from pathlib import Path
 import boto3
 import numpy as np
 import pytest
-import yaml
 
-from tests.conftest import REPO
+from tests.conftest import PIPELINE, REPO, smoke_config
 from tests.faults.fault_proxy import FaultProxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults]
 
-STAGES = ["world", "tpe-train", "motion-train", "eem", "caption", "msm", "retarget", "animate", "filter", "finetune",
-          "evaluate"]  # fmt: skip
 # Not outputs: manifests (timings, host), logs, and the lease (who ran it).
 BOOKKEEPING = ("_SUCCESS", "_logs/", "_LEASE")
 
@@ -54,15 +51,6 @@ def s3_outputs(bucket: str, prefix: str) -> dict[str, str]:
     return dict(sorted(out.items()))
 
 
-def smoke_config(directory: Path, root: str) -> Path:
-    cfg = yaml.safe_load((REPO / "examples" / "smoke.yaml").read_text())
-    cfg["root"] = root
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "smoke.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
 def posesyn(*args: str, env: dict[str, str] | None = None, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     full = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     return subprocess.run([*prefix, sys.executable, "-m", "posesyn_core.cli", *args], env=full, capture_output=True,
@@ -70,12 +58,9 @@ def posesyn(*args: str, env: dict[str, str] | None = None, prefix: tuple[str, ..
 
 
 @pytest.fixture(scope="module")
-def undisturbed(tmp_path_factory) -> dict[str, str]:
+def undisturbed(smoke_run) -> dict[str, str]:
     """The outputs of an undisturbed smoke run on a local disk."""
-    base = tmp_path_factory.mktemp("undisturbed")
-    proc = posesyn("run", str(smoke_config(base, str(base / "run"))))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return local_outputs(base / "run")
+    return local_outputs(smoke_run.root)
 
 
 def test_flaky_s3_loses_nothing(undisturbed, tmp_path, s3_server, s3_env):
@@ -96,7 +81,7 @@ def test_sigkill_inside_every_stage_then_rerun_is_byte_identical(undisturbed, tm
     cfg = smoke_config(tmp_path, str(tmp_path / "run"))
     rng = np.random.default_rng(7)
     kills = []
-    for stage in STAGES:
+    for stage in PIPELINE:
         files = sum(key.startswith(f"{stage}/") for key in undisturbed)
         point = ("store.after_commit", "store.before_commit")[int(rng.integers(2))]
         k = int(rng.integers(1, files + 1))
