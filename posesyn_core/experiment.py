@@ -131,3 +131,9 @@ def load_variant(base_yaml: Path, variant: Variant) -> tuple[Path, RunConfigBase
             raise ConfigError(f"variant {variant.name}: {section!r} is not a stage of this pipeline")
     path = variant_config_path(base_yaml, base, variant)
     return path, load_run_config(path)
+
+
+def seed_variant(seed: int) -> Variant:
+    """The whole run again with another seed: a world, models and synthesis of its own (the seed is in every
+    stage's fingerprint, so nothing is shared with the base run)."""
+    return Variant(f"seed-{seed}", {"seed": seed}, f"the whole run with seed {seed}")

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from posesyn_core.metrics import pa_mpjpe
+from posesyn_core.metrics import improvement_interval, pa_mpjpe
 from posesyn_core.msm.config import Conditioning, MsmSection
 from posesyn_core.msm.mrinit import choose_depth_signs
 from posesyn_core.msm.pipeline import MotionSynthesisPipeline, pseudo_labels
@@ -44,21 +44,6 @@ def _generate(pipe: MotionSynthesisPipeline, poses: np.ndarray, caps: list[list[
     if roundtrips:  # what MR_init could carry of its poses (`msm.mrinit.mrinit_roundtrip`)
         result["mrinit_roundtrip_mm"] = float(np.concatenate(roundtrips).mean())
     return result
-
-
-def improvement_interval(candidate: np.ndarray, baseline: np.ndarray, level: float = 0.95, draws: int = 4000,
-                         seed: int = 0) -> tuple[float, float]:  # fmt: skip
-    """Paired bootstrap interval of 1 - mean(candidate) / mean(baseline) over samples (per-sample errors of two
-    variants on the same samples). Why: a few hundred hard poses of very unequal difficulty (15 to 220 mm) make a
-    percent difference of means noisy; the interval says whether a gain is more than the draw of samples. It does
-    not cover the motion model's own training or sampling randomness."""
-    candidate, baseline = np.asarray(candidate, np.float64), np.asarray(baseline, np.float64)
-    if candidate.shape != baseline.shape or candidate.ndim != 1 or not len(candidate):
-        raise ValueError(f"need two equal-length per-sample lists, got {candidate.shape} and {baseline.shape}")
-    picks = np.random.default_rng(seed).integers(0, len(candidate), (draws, len(candidate)))
-    gains = 1.0 - candidate[picks].mean(1) / baseline[picks].mean(1)
-    lo, hi = np.quantile(gains, [(1 - level) / 2, (1 + level) / 2])
-    return float(lo), float(hi)
 
 
 def mrinit_ablation(

@@ -173,6 +173,9 @@ def collect(run: RunConfigBase, ablation_samples: int | None = None) -> Report:
     rep.facts["stages"] = stage_table(run, store)
     rows, test_sets = results_table(store)
     rep.facts["results"], rep.facts["test_sets"] = rows, test_sets
+    from posesyn_core.report.seeds import read_over_seeds  # it builds on results_table
+
+    rep.facts["seeds"] = read_over_seeds(run)
     if not any(r["variant"] == "real-only" for r in rows) or not any(r["variant"] == "random" for r in rows):
         rep.notes.append("baselines (b)/(d) missing: run "
                          "`posesyn experiment ablations RUN.yaml --only real-only,random`")

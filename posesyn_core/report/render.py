@@ -7,6 +7,7 @@ import html
 
 from posesyn_core.errors import ConfigError
 from posesyn_core.report.build import Report
+from posesyn_core.report.seeds import seeds_markdown
 
 
 def _fmt(v: float | None, digits: int = 1) -> str:
@@ -78,6 +79,8 @@ def markdown(rep: Report) -> str:
     wild_first = sorted(rep.facts["test_sets"], key=lambda t: "wild" not in t)
     for t in wild_first[:1]:
         parts += [f"### Per motion family, {t} (MPJPE, mm)", family_markdown(rep, t), ""]
+    if rep.facts.get("seeds"):
+        parts += ["## Over seeds (`posesyn experiment seeds`)", seeds_markdown(rep.facts["seeds"])]
     parts += ["## EEM: does the hard set hold real failures? (hidden 3D truth)", hard_set_markdown(rep), "",
               "## MSM: MR_init ablation (PA-MPJPE of generated frames vs the hard pose's true 3D)",
               ablation_markdown(rep), "", "## Filter: tau sweep", tau_markdown(rep), "",
@@ -123,6 +126,7 @@ def page(rep: Report) -> str:
         ("Results", _md_table_to_html(results_markdown(rep))
          + (_img(f["results"], "results") if "results" in f else "")),
         *[(f"Per motion family: {t}", _md_table_to_html(family_markdown(rep, t))) for t in rep.facts["test_sets"]],
+        ("Over seeds", _md_table_to_html(seeds_markdown(rep.facts["seeds"])) if rep.facts.get("seeds") else ""),
         ("EEM: score histogram and the hard set", (_img(f["eem_histogram"], "eem") if "eem_histogram" in f else "")
          + _md_table_to_html(hard_set_markdown(rep))),
         ("Hard poses (top of the EEM ranking) with captions",

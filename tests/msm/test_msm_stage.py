@@ -14,13 +14,13 @@ from posesyn_core.caption.posecodes import camera_to_upright
 from posesyn_core.data.motions import read_motions
 from posesyn_core.errors import ConfigError
 from posesyn_core.geometry import WORLD_TO_CAMERA_AXES
-from posesyn_core.metrics import pa_mpjpe
+from posesyn_core.metrics import improvement_interval, pa_mpjpe
 from posesyn_core.motion.representation import FEATURE_DIM, Normalizer
 from posesyn_core.motion.synthesizer import MotionSynthesizer
 from posesyn_core.motion.t2m_gpt import T2MGPT, T2MGPTConfig
 from posesyn_core.motion.text import TextEncoderSpec, load_text_encoder
 from posesyn_core.motion.vqvae import MotionVQVAE, VQVAEConfig
-from posesyn_core.msm.ablation import improvement_interval, mrinit_ablation
+from posesyn_core.msm.ablation import mrinit_ablation
 from posesyn_core.msm.config import MsmSection
 from posesyn_core.msm.mrinit import choose_depth_signs, mrinit_roundtrip, upright_roundtrip
 from posesyn_core.msm.pipeline import MotionSynthesisPipeline
