@@ -336,26 +336,26 @@ def seeds_cmd(run_yaml: Path, seed_list: str, force: bool) -> None:
         raise ConfigError(f"--seeds {seed_list!r}: expected comma-separated non-negative integers")
     base = load(run_yaml)
     baselines = [v for v in ABLATIONS if v.name in ("real-only", "random")]
-    for seed in seeds:
-        console.rule(f"seed {seed}")
-        if seed == base.seed:
-            seed_yaml = run_yaml.resolve()
-            with holding(open_store(base.root)) as lease:
-                results = run_pipeline(seed_yaml, base, select_stages(base, None, None), lease, force=force,
-                                       console=console)
-            failed = [r.exit_code for r in results if r.exit_code != EXIT_OK]
-            if failed:
-                sys.exit(failed[0])
-        else:
-            _run_variants(run_yaml, [seed_variant(seed)], force)
-            seed_yaml = load_variant(run_yaml, seed_variant(seed))[0]
-        _run_variants(seed_yaml, baselines, force)
     store = open_store(base.root)
-    store.write_json(SEEDS_INDEX, {"seeds": seeds})
-    result = over_seeds(base, seeds)
-    table = seeds_markdown(result)
-    store.write_json(join(REPORT, "seeds.json"), result)
-    store.write_text(join(REPORT, "seeds.md"), table)
+    with holding(store) as lease:  # the run's root, for its own seed and the table; each variant holds its own
+        for seed in seeds:
+            console.rule(f"seed {seed}")
+            if seed == base.seed:
+                seed_yaml = run_yaml.resolve()
+                results = run_pipeline(seed_yaml, base, select_stages(base, None, None), lease, force=force,
+                                       console=console)  # fmt: skip
+                failed = [r.exit_code for r in results if r.exit_code != EXIT_OK]
+                if failed:
+                    sys.exit(failed[0])
+            else:
+                _run_variants(run_yaml, [seed_variant(seed)], force)
+                seed_yaml = load_variant(run_yaml, seed_variant(seed))[0]
+            _run_variants(seed_yaml, baselines, force)
+        store.write_json(SEEDS_INDEX, {"seeds": seeds})
+        result = over_seeds(base, seeds)
+        table = seeds_markdown(result)
+        store.write_json(join(REPORT, "seeds.json"), result)
+        store.write_text(join(REPORT, "seeds.md"), table)
     click.echo(table, nl=False)  # the result, on stdout; progress went to stderr
 
 

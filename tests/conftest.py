@@ -99,6 +99,18 @@ def restore_root_logging():
     root.setLevel(level)
 
 
+def posesyn_process(*args: str, env: dict[str, str] | None = None, prefix: tuple[str, ...] = (), timeout: float = 1200,
+                    check: bool = False) -> subprocess.CompletedProcess:  # fmt: skip
+    """`posesyn ARGS` as a user runs it: a process of its own (after `prefix`, e.g. a namespace wrapper), output
+    captured; with `check`, a non-zero exit fails the test showing the command's stderr."""
+    full = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    proc = subprocess.run([*prefix, sys.executable, "-m", "posesyn_core.cli", *args], env=full, capture_output=True,
+                          text=True, timeout=timeout)  # fmt: skip
+    if check:
+        assert proc.returncode == 0, f"posesyn {' '.join(args)} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}"
+    return proc
+
+
 def smoke_config(directory: Path, root: str) -> Path:
     """`examples/smoke.yaml` with its root moved to `root`, written to `directory/smoke.yaml`."""
     cfg = yaml.safe_load((REPO / "examples" / "smoke.yaml").read_text())
@@ -122,8 +134,5 @@ def smoke_run(tmp_path_factory) -> SmokeRun:
     the suite pays it once."""
     base = tmp_path_factory.mktemp("smoke")
     config = smoke_config(base, str(base / "run"))
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-m", "posesyn_core.cli", "run", str(config)], env=env,
-                          capture_output=True, text=True, timeout=1200)  # fmt: skip
-    assert proc.returncode == 0, f"the smoke run failed:\n{proc.stderr[-4000:]}"
+    posesyn_process("run", str(config), check=True)
     return SmokeRun(config, base / "run")

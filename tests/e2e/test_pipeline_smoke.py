@@ -3,26 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import PIPELINE, REPO
+from tests.conftest import PIPELINE, posesyn_process
 
 pytestmark = pytest.mark.slow
 
 
 def posesyn(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-m", "posesyn_core.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=900)  # fmt: skip
-    assert proc.returncode == 0, f"posesyn {' '.join(args)} failed:\n{proc.stderr[-4000:]}"
-    return proc
+    return posesyn_process(*args, check=True)
 
 
 def test_smoke_pipeline_end_to_end(smoke_run, tmp_path: Path):

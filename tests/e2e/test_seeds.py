@@ -4,10 +4,8 @@ and a table over seeds whose every figure is read back from the runs' own files.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,17 +13,13 @@ import pytest
 import yaml
 
 from posesyn_core.metrics import improvement_interval
-from tests.conftest import PIPELINE, REPO
+from tests.conftest import PIPELINE, posesyn_process
 
 pytestmark = pytest.mark.slow
 
 
 def posesyn(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-m", "posesyn_core.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=1200)  # fmt: skip
-    assert proc.returncode == 0, f"posesyn {' '.join(args)} failed:\n{proc.stderr[-4000:]}"
-    return proc
+    return posesyn_process(*args, check=True)
 
 
 def per_sample(root: Path, variant: str | None, estimator: str) -> dict[str, np.ndarray]:

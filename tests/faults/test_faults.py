@@ -11,17 +11,15 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import boto3
 import numpy as np
 import pytest
 
-from tests.conftest import PIPELINE, REPO, smoke_config
+from tests.conftest import PIPELINE, posesyn_process, smoke_config
 from tests.faults.fault_proxy import FaultProxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults]
@@ -51,12 +49,6 @@ def s3_outputs(bucket: str, prefix: str) -> dict[str, str]:
     return dict(sorted(out.items()))
 
 
-def posesyn(*args: str, env: dict[str, str] | None = None, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    full = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
-    return subprocess.run([*prefix, sys.executable, "-m", "posesyn_core.cli", *args], env=full, capture_output=True,
-                          text=True, timeout=1200)  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def undisturbed(smoke_run) -> dict[str, str]:
     """The outputs of an undisturbed smoke run on a local disk."""
@@ -67,7 +59,8 @@ def test_flaky_s3_loses_nothing(undisturbed, tmp_path, s3_server, s3_env):
     bucket = "faulty"
     boto3.client("s3").create_bucket(Bucket=bucket)
     with FaultProxy(s3_server, seed=20261202, fraction=0.08) as proxy:
-        proc = posesyn("run", str(smoke_config(tmp_path, f"s3://{bucket}/smoke")), env={"AWS_ENDPOINT_URL": proxy.url})
+        config = smoke_config(tmp_path, f"s3://{bucket}/smoke")
+        proc = posesyn_process("run", str(config), env={"AWS_ENDPOINT_URL": proxy.url})
     assert proc.returncode == 0, proc.stderr[-3000:]
     faults = {k: v for k, v in proxy.counts.items() if k != "requests"}
     print(f"\nS3 faults: {proxy.counts['requests']} requests, {sum(faults.values())} faults injected {faults}")
@@ -85,12 +78,12 @@ def test_sigkill_inside_every_stage_then_rerun_is_byte_identical(undisturbed, tm
         files = sum(key.startswith(f"{stage}/") for key in undisturbed)
         point = ("store.after_commit", "store.before_commit")[int(rng.integers(2))]
         k = int(rng.integers(1, files + 1))
-        proc = posesyn("run", str(cfg), env={"POSESYN_FAILPOINTS": f"{point}@{stage}=kill:{k}"})
+        proc = posesyn_process("run", str(cfg), env={"POSESYN_FAILPOINTS": f"{point}@{stage}=kill:{k}"})
         assert proc.returncode == 1, f"{stage}: no kill at {point} #{k} ({files} files)\n{proc.stderr[-2000:]}"
         assert f"stage {stage} failed" in proc.stderr and "killed by signal 9 (SIGKILL)" in proc.stderr
         assert not (tmp_path / "run" / stage / "_SUCCESS").exists()
         kills.append(f"{stage}@{point.split('.')[1]}#{k}")
-    proc = posesyn("run", str(cfg))
+    proc = posesyn_process("run", str(cfg))
     assert proc.returncode == 0, proc.stderr[-3000:]
     outputs = local_outputs(tmp_path / "run")
     assert outputs == undisturbed
@@ -111,7 +104,7 @@ def test_full_disk_is_one_clear_line_and_no_success(tmp_path):
     probe = subprocess.run([*mount, "true"], capture_output=True, text=True)
     if probe.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs in a user namespace here: {probe.stderr.strip()}")
-    proc = posesyn("run", str(cfg), "--only", "world", prefix=mount)
+    proc = posesyn_process("run", str(cfg), "--only", "world", prefix=mount)
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "stage world failed (exit 1)" in proc.stderr
     assert "no space left on device" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-3000:]
