@@ -76,11 +76,13 @@ def over_seeds(base: RunConfigBase, seeds: Sequence[int]) -> dict:
                     raise ConfigError(f"seed {s}, {t}: {cand} and {ref} were evaluated on different samples")
                 arrays[s] = (a, b)
             for m in METRICS:
-                c = np.concatenate([arrays[s][0][m] for s in seeds])
-                r = np.concatenate([arrays[s][1][m] for s in seeds])
-                groups = np.concatenate([np.full(len(arrays[s][0][m]), i) for i, s in enumerate(seeds)])
+                # Samples where either side has no value are left out of both, as evaluate's means leave them out.
+                pairs = [(a[m][ok], b[m][ok]) for a, b in (arrays[s] for s in seeds)
+                         for ok in [np.isfinite(a[m]) & np.isfinite(b[m])]]  # fmt: skip
+                c, r = np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs])
+                groups = np.concatenate([np.full(len(p[0]), i) for i, p in enumerate(pairs)])
                 lo, hi = improvement_interval(c, r, groups=groups)
-                sets[t][m] = {"per_seed": [float(1 - arrays[s][0][m].mean() / arrays[s][1][m].mean()) for s in seeds],
+                sets[t][m] = {"per_seed": [float(1 - p[0].mean() / p[1].mean()) for p in pairs],
                               "pooled": float(1 - c.mean() / r.mean()), "ci95": [lo, hi]}  # fmt: skip
         out["pairs"].append({"candidate": have[cand][0], "baseline": have[ref][0], "sets": sets})
     return out
