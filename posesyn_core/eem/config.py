@@ -53,6 +53,11 @@ class EemSection(StageSection):
     selection: Literal["eem", "random"] = Field(
         "eem", description="eem: the K_C largest errors; random: K_C random scorable samples (ablation)."
     )
+    everyday_share: float = Field(
+        0.0, ge=0, lt=1, description="selection eem: share of the K_C budget drawn at random from the samples "
+        "below the cut (mostly everyday poses) instead of the next-largest errors, so fine-tuning on the failures "
+        "does not unlearn the common poses; 0 = the paper's top K_C."
+    )  # fmt: skip
     weights: JointWeights = Field(default_factory=JointWeights, description="Per-joint error weights w_n.")
     normalize_by_weight: bool = Field(
         True, description="Divide the weighted sum by the weight of the joints used (samples with few visible "

@@ -64,17 +64,20 @@ def hard_set_report(store: Store, hidden: dict[str, np.ndarray], eem_prefix: str
                 "families": _shares(Counter(f for f, m in zip(families, mask, strict=True) if m))}  # fmt: skip
 
     everything, hard = block(np.ones(len(err), bool)), block(is_hard)
-    return {"selection": summary["selection"], "all": everything, "challenging": hard,
+    return {"selection": summary["selection"], "everyday": summary.get("challenging_everyday", 0),
+            "all": everything, "challenging": hard,
             "mpjpe_ratio": hard["mpjpe_mm"] / everything["mpjpe_mm"]}  # fmt: skip
 
 
 def format_report(report: dict, top: int = 10) -> str:
     """Markdown: error table, then the family shares side by side (families of the hard set first)."""
     a, h = report["all"], report["challenging"]
+    everyday = report.get("everyday", 0)
+    selection = report["selection"] + (f", {everyday} of them drawn below the cut" if everyday else "")
     lines = ["| set | samples | MPJPE (mm) | PA-MPJPE (mm) | unseen families |", "|---|---|---|---|---|",
              f"| all | {a['samples']} | {a['mpjpe_mm']:.1f} | {a['pa_mpjpe_mm']:.1f} "
              f"| {a['unseen_family_share']:.1%} |",
-             f"| challenging ({report['selection']}) | {h['samples']} | {h['mpjpe_mm']:.1f} | {h['pa_mpjpe_mm']:.1f} "
+             f"| challenging ({selection}) | {h['samples']} | {h['mpjpe_mm']:.1f} | {h['pa_mpjpe_mm']:.1f} "
              f"| {h['unseen_family_share']:.1%} |",
              "", "| family | share of challenging | share of all |", "|---|---|---|"]  # fmt: skip
     for fam, v in list(h["families"].items())[:top]:

@@ -6,7 +6,8 @@ chunk's scorable-or-not samples: index, joints3d (root-relative camera frame, m)
 
 Finalize writes under `eem/`:
     scores.jsonl          every predicted sample: id, index, error (null = not scorable), error_px, joints_used
-    challenging.jsonl     the top K_C (or a random K_C, `selection: random`): rank, id, error, pseudo-label
+    challenging.jsonl     the top K_C (or a random K_C, `selection: random`; `everyday_share` of it drawn from
+                          below the cut): rank, id, error, selected (eem | everyday | random), pseudo-label
                           joints3d, cam, bbox, image key, dataset, size, family + source meta
     references.jsonl      K_NC lowest-error samples whose joints are all visible and inside the image
     summary.json          counts, error statistics, family histograms (all vs challenging) when meta has families
@@ -109,12 +110,21 @@ def load_predictions(store: Store, chunk_prefixes: list[str]) -> dict[str, np.nd
     return {n: v[order] for n, v in allp.items()}
 
 
-def select(error: np.ndarray, k: int, mode: str, rng: np.random.Generator) -> np.ndarray:
-    """Positions of the K_C selected samples: largest finite errors first (eem), or a random draw (random)."""
+def select(error: np.ndarray, k: int, mode: str, rng: np.random.Generator,
+           everyday_share: float = 0.0) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Positions of the K_C selected samples and, per position, whether it was drawn from below the cut.
+
+    eem: the largest finite errors first; with `everyday_share` s, only the top (1 - s) K_C are, and s K_C more
+    are a random draw from the rest (then also largest error first). random: a random draw of K_C."""
     valid = np.flatnonzero(np.isfinite(error))
     if mode == "random":
-        return np.sort(rng.permutation(valid)[:k])
-    return valid[np.argsort(-error[valid], kind="stable")[:k]]
+        return np.sort(rng.permutation(valid)[:k]), np.zeros(min(k, len(valid)), bool)
+    ranked = valid[np.argsort(-error[valid], kind="stable")]
+    n_top = k - round(k * everyday_share)
+    top = ranked[:n_top]
+    drawn = rng.permutation(ranked[n_top:])[: k - n_top]
+    drawn = drawn[np.argsort(-error[drawn], kind="stable")]
+    return np.concatenate([top, drawn]), np.arange(len(top) + len(drawn)) >= len(top)
 
 
 def _round(a: np.ndarray, nd: int = 5) -> list:
@@ -155,7 +165,7 @@ def finalize(ctx: StageContext) -> None:
         for i, e, px, u in zip(idx, error, p["error_px"], p["joints_used"], strict=True)
     ))  # fmt: skip
 
-    def row(pos: int, rank: int) -> dict:
+    def row(pos: int, rank: int, **fields: object) -> dict:
         i = int(idx[pos])
         s = samples[i]
         return {"rank": rank, "id": s.id, "index": i, "error": round(float(error[pos]), 6),
@@ -163,10 +173,13 @@ def finalize(ctx: StageContext) -> None:
                 "cam": _round(p["cam"][pos]), "joints2d_pred": _round(p["joints2d"][pos], 2),
                 "joints2d": s.joints2d, "joint_set": ds.joint_set, "bbox": s.bbox, "image": s.image,
                 "dataset": cfg.dataset, "width": s.width, "height": s.height, "family": s.meta.get("family"),
-                "meta": s.meta}  # fmt: skip
+                "meta": s.meta, **fields}  # fmt: skip
 
-    hard = select(error, cfg.num_challenging, cfg.selection, ctx.rng(0))
-    ctx.store.write_jsonl(ctx.key("challenging.jsonl"), (row(int(q), r) for r, q in enumerate(hard)))
+    hard, everyday = select(error, cfg.num_challenging, cfg.selection, ctx.rng(0), cfg.everyday_share)
+    ctx.store.write_jsonl(ctx.key("challenging.jsonl"), (
+        row(int(q), r, selected="everyday" if e else cfg.selection)
+        for r, (q, e) in enumerate(zip(hard, everyday, strict=True))
+    ))  # fmt: skip
 
     width = np.array([samples[i].width for i in idx], np.float64)
     height = np.array([samples[i].height for i in idx], np.float64)
@@ -177,7 +190,7 @@ def finalize(ctx: StageContext) -> None:
     ctx.store.write_jsonl(ctx.key("references.jsonl"), (row(int(q), r) for r, q in enumerate(refs)))
 
     finite = error[np.isfinite(error)]
-    cut = float(error[hard].min()) if len(hard) and cfg.selection == "eem" else None
+    cut = float(error[hard[~everyday]].min()) if (~everyday).any() and cfg.selection == "eem" else None
     png = _histogram_png(error, cut, cfg.histogram_bins, f"EEM scores ({ds.name}, {len(finite)} samples)")
     ctx.store.write_bytes(ctx.key("score_histogram.png"), png)
 
@@ -187,7 +200,7 @@ def finalize(ctx: StageContext) -> None:
     summary = {
         "dataset": cfg.dataset, "joint_set": ds.joint_set, "selection": cfg.selection,
         "samples": len(ds), "predicted": len(idx), "scored": len(finite), "unscorable": int(len(idx) - len(finite)),
-        "challenging": len(hard), "references": len(refs),
+        "challenging": len(hard), "challenging_everyday": int(everyday.sum()), "references": len(refs),
         "error": {"mean": float(finite.mean()) if len(finite) else None,
                   "median": float(np.median(finite)) if len(finite) else None,
                   "p90": float(np.percentile(finite, 90)) if len(finite) else None,

@@ -96,10 +96,17 @@ def test_scale_modes_make_sizes_comparable() -> None:
 
 def test_selection_and_full_body_references() -> None:
     err = np.array([0.1, np.nan, 0.5, 0.3, 0.9, 0.2])
-    assert select(err, 2, "eem", np.random.default_rng(0)).tolist() == [4, 2]
-    rnd = select(err, 3, "random", np.random.default_rng(0))
+    picked, everyday = select(err, 2, "eem", np.random.default_rng(0))
+    assert picked.tolist() == [4, 2] and not everyday.any()
+    rnd, _ = select(err, 3, "random", np.random.default_rng(0))
     assert len(rnd) == 3 and 1 not in rnd
-    assert (rnd == select(err, 3, "random", np.random.default_rng(0))).all()
+    assert (rnd == select(err, 3, "random", np.random.default_rng(0))[0]).all()
+    # A share of the budget below the cut: the top 2 of 4, then 2 of the 3 scorable samples left, none twice.
+    picked, everyday = select(err, 4, "eem", np.random.default_rng(0), everyday_share=0.5)
+    assert picked[:2].tolist() == [4, 2] and set(picked[2:]) <= {3, 5, 0} and len(set(picked)) == 4
+    assert everyday.tolist() == [False, False, True, True]
+    picked, everyday = select(err, 5, "eem", np.random.default_rng(0), everyday_share=0.5)  # only 5 scorable
+    assert sorted(picked) == [0, 2, 3, 4, 5] and everyday.sum() == 2
     gt = np.ones((2, 3, 3))
     gt[1, 2, 0] = 150  # outside a 100 px wide image
     assert full_body_in_image(gt, np.array([100.0, 100.0]), np.array([100.0, 100.0])).tolist() == [True, False]

@@ -97,6 +97,27 @@ def test_random_selection_has_the_same_budget(world: Path) -> None:
     assert len(hard) == 5 and store.read_json("eem/summary.json")["selection"] == "random"
 
 
+def test_everyday_share_draws_part_of_the_budget_below_the_cut(world: Path) -> None:
+    store = open_store(world.as_uri())
+    execute_stage(run_config(world), "eem")
+    top = store.read_jsonl("eem/challenging.jsonl")
+    execute_stage(run_config(world, everyday_share=0.4), "eem")
+    mixed = store.read_jsonl("eem/challenging.jsonl")
+    # Same budget; the top 3 of 5 stay, the other 2 come from below the whole top 5's cut, none twice.
+    assert len(mixed) == 5 and [h["id"] for h in mixed[:3]] == [h["id"] for h in top[:3]]
+    assert [h["selected"] for h in mixed] == ["eem"] * 3 + ["everyday"] * 2 and {h["selected"] for h in top} == {"eem"}
+    assert max(h["error"] for h in mixed[3:]) < top[-1]["error"] and len({h["id"] for h in mixed}) == 5
+    summary = store.read_json("eem/summary.json")
+    assert summary["challenging_everyday"] == 2
+    assert summary["error"]["challenging_cut"] == pytest.approx(mixed[2]["error"], abs=1e-6)
+    refs = {r["id"] for r in store.read_jsonl("eem/references.jsonl")}
+    assert refs.isdisjoint(h["id"] for h in mixed)
+    # The draw is the run's: the same again on a forced re-run.
+    first = store.read_bytes("eem/challenging.jsonl")
+    execute_stage(run_config(world, everyday_share=0.4), "eem", force=True)
+    assert store.read_bytes("eem/challenging.jsonl") == first
+
+
 def test_hard_set_report_against_hidden_truth(world: Path) -> None:
     from posesyn_core.eem.evaluate import format_report, hard_set_report, load_hidden3d
 
