@@ -50,6 +50,9 @@ class StageSection(StrictModel):
     # left out of the stage fingerprint, so changing them does not redo finished work. Dotted names reach into
     # nested option models ("render.workers").
     runtime_keys: ClassVar[frozenset[str]] = frozenset()
+    # Keys added to a section after runs were made with it, whose default reproduces those runs' outputs byte for
+    # byte: left out of the fingerprint while at their default, so finished runs stay valid across the upgrade.
+    added_keys: ClassVar[frozenset[str]] = frozenset()
 
     resources: Resources | None = Field(None, description="Override the stage's default pod resources.")
     shards: int = Field(1, ge=1, description="Parallel shards (only for shardable stages).")

@@ -191,6 +191,9 @@ def section_hash(section: StageSection) -> str:
         for part in parents:
             node = node[part]
         del node[leaf]
+    for key in type(section).added_keys:
+        if getattr(section, key) == type(section).model_fields[key].default:
+            del data[key]
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -36,6 +36,8 @@ class JointWeights(StrictModel):
 class EemSection(StageSection):
     """Run the TPE over a 2D dataset, score each sample with the root-relative weighted 2D error, rank."""
 
+    added_keys = frozenset({"everyday_share"})
+
     dataset: str = Field(
         "world/wild2d",
         description="The 2D pose dataset: a key under the run root, or a URL (file:///..., s3://...).",

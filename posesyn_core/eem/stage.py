@@ -7,7 +7,7 @@ chunk's scorable-or-not samples: index, joints3d (root-relative camera frame, m)
 Finalize writes under `eem/`:
     scores.jsonl          every predicted sample: id, index, error (null = not scorable), error_px, joints_used
     challenging.jsonl     the top K_C (or a random K_C, `selection: random`; `everyday_share` of it drawn from
-                          below the cut): rank, id, error, selected (eem | everyday | random), pseudo-label
+                          below the cut, then each row says `selected`: eem | everyday): rank, id, error, pseudo-label
                           joints3d, cam, bbox, image key, dataset, size, family + source meta
     references.jsonl      K_NC lowest-error samples whose joints are all visible and inside the image
     summary.json          counts, error statistics, family histograms (all vs challenging) when meta has families
@@ -177,7 +177,7 @@ def finalize(ctx: StageContext) -> None:
 
     hard, everyday = select(error, cfg.num_challenging, cfg.selection, ctx.rng(0), cfg.everyday_share)
     ctx.store.write_jsonl(ctx.key("challenging.jsonl"), (
-        row(int(q), r, selected="everyday" if e else cfg.selection)
+        row(int(q), r, **({"selected": "everyday" if e else cfg.selection} if cfg.everyday_share else {}))
         for r, (q, e) in enumerate(zip(hard, everyday, strict=True))
     ))  # fmt: skip
 
@@ -200,7 +200,7 @@ def finalize(ctx: StageContext) -> None:
     summary = {
         "dataset": cfg.dataset, "joint_set": ds.joint_set, "selection": cfg.selection,
         "samples": len(ds), "predicted": len(idx), "scored": len(finite), "unscorable": int(len(idx) - len(finite)),
-        "challenging": len(hard), "challenging_everyday": int(everyday.sum()), "references": len(refs),
+        "challenging": len(hard), "references": len(refs),
         "error": {"mean": float(finite.mean()) if len(finite) else None,
                   "median": float(np.median(finite)) if len(finite) else None,
                   "p90": float(np.percentile(finite, 90)) if len(finite) else None,
@@ -208,6 +208,8 @@ def finalize(ctx: StageContext) -> None:
                   "challenging_cut": cut},
         "families": {"all": dict(sorted(families_all.items())), "challenging": dict(sorted(families_hard.items()))},
     }  # fmt: skip
+    if cfg.everyday_share:  # (absent at the default: the paper's selection writes what it always wrote)
+        summary["challenging_everyday"] = int(everyday.sum())
     ctx.store.write_json(ctx.key("summary.json"), summary)
     ctx.counts["challenging"], ctx.counts["references"] = len(hard), len(refs)
     ctx.counts["unscorable"] = summary["unscorable"]

@@ -105,7 +105,8 @@ def test_everyday_share_draws_part_of_the_budget_below_the_cut(world: Path) -> N
     mixed = store.read_jsonl("eem/challenging.jsonl")
     # Same budget; the top 3 of 5 stay, the other 2 come from below the whole top 5's cut, none twice.
     assert len(mixed) == 5 and [h["id"] for h in mixed[:3]] == [h["id"] for h in top[:3]]
-    assert [h["selected"] for h in mixed] == ["eem"] * 3 + ["everyday"] * 2 and {h["selected"] for h in top} == {"eem"}
+    assert [h["selected"] for h in mixed] == ["eem"] * 3 + ["everyday"] * 2
+    assert all("selected" not in h for h in top)  # at the default, the rows the paper's selection always wrote
     assert max(h["error"] for h in mixed[3:]) < top[-1]["error"] and len({h["id"] for h in mixed}) == 5
     summary = store.read_json("eem/summary.json")
     assert summary["challenging_everyday"] == 2

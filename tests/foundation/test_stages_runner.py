@@ -173,6 +173,23 @@ def test_runtime_keys_do_not_change_the_fingerprint():
     assert section_hash(Section(size=2)) != section_hash(Section(size=1))
 
 
+def test_an_added_key_at_its_default_keeps_the_fingerprint_of_runs_made_before_it():
+    from posesyn_core.config import StageSection
+    from posesyn_core.stages import section_hash
+
+    class Before(StageSection):
+        size: int = 1
+
+    class After(StageSection):
+        added_keys = frozenset({"share"})
+        size: int = 1
+        share: float = 0.0
+
+    assert section_hash(After()) == section_hash(Before())
+    assert section_hash(After(share=0.5)) != section_hash(Before())
+    assert section_hash(After(size=2)) == section_hash(Before(size=2)) != section_hash(Before())
+
+
 def test_dotted_runtime_keys_reach_nested_options():
     from posesyn_core.animate.config import AnimateSection
     from posesyn_core.stages import section_hash
