@@ -306,8 +306,13 @@ def ablations_cmd(run_yaml: Path, only: str | None, force: bool) -> None:
 @run_config_argument
 @click.option("--seeds", "seed_list", default="0,1,2", show_default=True, metavar="A,B",
               help="Comma-separated seeds; the run's own seed is the run itself.")  # fmt: skip
+@click.option("--candidate", default=None, metavar="NAME",
+              help="Also run this variant of every seed's run (its keys from --set): a method change measured "
+              "against (c) and (d) over the seeds.")  # fmt: skip
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="The candidate's config overrides (repeatable); the value is YAML.")  # fmt: skip
 @click.option("--force", is_flag=True, help="Re-run every seed's stages even if up to date.")
-def seeds_cmd(run_yaml: Path, seed_list: str, force: bool) -> None:
+def seeds_cmd(run_yaml: Path, seed_list: str, candidate: str | None, overrides: tuple[str, ...], force: bool) -> None:
     """Run the whole pipeline and its baselines (b) real-only and (d) random once per seed, then compare (a)-(d)
     over the seeds: mean and spread, and paired-bootstrap 95% intervals over test samples for (c) vs (d) and
     (c) vs (b).
@@ -317,11 +322,12 @@ def seeds_cmd(run_yaml: Path, seed_list: str, force: bool) -> None:
     written to <root>/report/seeds.md and .json, and `posesyn report` shows it.
 
     \b
-    Example:
+    Examples:
       posesyn experiment seeds examples/demo.yaml --seeds 0,1,2
+      posesyn experiment seeds examples/demo.yaml --candidate everyday-33 --set eem.everyday_share=0.33
     """
     from posesyn_core.errors import ConfigError
-    from posesyn_core.experiment import ABLATIONS, load_variant, seed_variant
+    from posesyn_core.experiment import ABLATIONS, Variant, load_variant, parse_override, seed_variant
     from posesyn_core.lease import holding
     from posesyn_core.report.build import REPORT
     from posesyn_core.report.seeds import SEEDS_INDEX, over_seeds, seeds_markdown
@@ -334,9 +340,17 @@ def seeds_cmd(run_yaml: Path, seed_list: str, force: bool) -> None:
         raise ConfigError(f"--seeds {seed_list!r}: expected comma-separated non-negative integers") from None
     if not seeds or min(seeds) < 0:
         raise ConfigError(f"--seeds {seed_list!r}: expected comma-separated non-negative integers")
+    if bool(candidate) != bool(overrides):
+        raise ConfigError("--candidate NAME and --set KEY=VALUE go together: the candidate is the run with those keys")
     base = load(run_yaml)
     baselines = [v for v in ABLATIONS if v.name in ("real-only", "random")]
     store = open_store(base.root)
+    index = store.read_json(SEEDS_INDEX) if store.exists(SEEDS_INDEX) else {}
+    candidates = index.get("candidates", {})  # earlier calls' candidates stay in the table
+    if candidate:
+        if candidate in {v.name for v in ABLATIONS} or candidate.startswith(("seed-", "round-")):
+            raise ConfigError(f"--candidate {candidate!r}: that name is taken by a built-in variant")
+        candidates[candidate] = dict(parse_override(o) for o in overrides)
     with holding(store) as lease:  # the run's root, for its own seed and the table; each variant holds its own
         for seed in seeds:
             console.rule(f"seed {seed}")
@@ -351,12 +365,40 @@ def seeds_cmd(run_yaml: Path, seed_list: str, force: bool) -> None:
                 _run_variants(run_yaml, [seed_variant(seed)], force)
                 seed_yaml = load_variant(run_yaml, seed_variant(seed))[0]
             _run_variants(seed_yaml, baselines, force)
-        store.write_json(SEEDS_INDEX, {"seeds": seeds})
-        result = over_seeds(base, seeds)
+            if candidate:
+                _run_variants(seed_yaml, [Variant(candidate, candidates[candidate], ", ".join(overrides))], force)
+        store.write_json(SEEDS_INDEX, {"seeds": seeds, "candidates": candidates})
+        result = over_seeds(base, seeds, list(candidates))
         table = seeds_markdown(result)
         store.write_json(join(REPORT, "seeds.json"), result)
         store.write_text(join(REPORT, "seeds.md"), table)
     click.echo(table, nl=False)  # the result, on stdout; progress went to stderr
+
+
+@experiment_group.command("loop")
+@run_config_argument
+@click.option("--rounds", type=click.IntRange(min=1), default=None, help="Rounds (default: the config's loop.rounds).")
+@click.option("--force", is_flag=True, help="Re-run every round's stages even if up to date.")
+def loop_cmd(run_yaml: Path, rounds: int | None, force: bool) -> None:
+    """Run PoseSyn in rounds: each round's fine-tuned TPE is the next round's TPE for EEM (the hard set is mined
+    again), the filter and fine-tuning. Stops early when a round lowers the watched error by less than
+    loop.min_gain.
+
+    The run itself is round 1; round k runs under <root>/experiments/round-k/ and shares the world and the motion
+    model. Finished rounds are reused, a killed round resumes. The per-round table is printed, written to
+    <root>/report/loop.md, .json and .png, and `posesyn report` shows it.
+
+    \b
+    Example:
+      posesyn experiment loop examples/demo.yaml --rounds 3
+    """
+    from posesyn_core.loop.rounds import loop_markdown, run_rounds
+
+    base = load(run_yaml)
+    result, code = run_rounds(run_yaml, base, rounds or base.loop.rounds, force, console)
+    if code != EXIT_OK:
+        sys.exit(code)
+    click.echo(loop_markdown(result), nl=False)
 
 
 @experiment_group.command("variant")
@@ -370,7 +412,7 @@ def variant_cmd(run_yaml: Path, name: str, overrides: tuple[str, ...], force: bo
 
     \b
     Example:
-      posesyn experiment variant run.yaml k-c-100 --set eem.k_challenging=100
+      posesyn experiment variant run.yaml k-c-100 --set eem.num_challenging=100
     """
     from posesyn_core.experiment import Variant, parse_override
 

@@ -82,26 +82,28 @@ def variant_root(base: RunConfigBase, name: str) -> str:
     return base.root.rstrip("/") + f"/{EXPERIMENTS}/{name}"
 
 
-def share_stage(src: Store, dst: Store, stage: str) -> None:
-    """Make `stage`'s outputs in `src` visible under the same keys in `dst`."""
+def share_stage(src: Store, dst: Store, stage: str, as_stage: str | None = None) -> None:
+    """Make `stage`'s outputs in `src` visible in `dst`, under the same keys or under `as_stage`/ instead."""
+    name = as_stage or stage
     if isinstance(src, LocalStore) and isinstance(dst, LocalStore):
-        link = dst.root / stage
+        link = dst.root / name
         if link.is_symlink() or link.exists():
             if link.is_symlink() and Path(os.readlink(link)) == src.root / stage:
                 return
-            dst.delete_prefix(stage)
+            dst.delete_prefix(name)
             if link.is_symlink():
                 link.unlink()
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(src.root / stage, target_is_directory=True)
         return
-    dst.delete_prefix(stage)
+    dst.delete_prefix(name)
     for key in src.list(stage):
+        dst_key = name + key[len(stage):]
         if isinstance(src, S3Store) and isinstance(dst, S3Store):
-            dst.client.copy_object(Bucket=dst.bucket, Key=join(dst.prefix, key),
+            dst.client.copy_object(Bucket=dst.bucket, Key=join(dst.prefix, dst_key),
                                    CopySource={"Bucket": src.bucket, "Key": join(src.prefix, key)})  # fmt: skip
         else:
-            with src.open_read(key) as f_in, dst.open_write(key) as f_out:
+            with src.open_read(key) as f_in, dst.open_write(dst_key) as f_out:
                 f_out.write(f_in.read())
 
 

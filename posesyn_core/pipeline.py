@@ -20,6 +20,7 @@ from posesyn_core.config import Device, StrictModel, format_validation_error, re
 from posesyn_core.eem.config import SPEC as EEM_SPEC
 from posesyn_core.errors import ConfigError
 from posesyn_core.filter.config import SPEC as FILTER_SPEC
+from posesyn_core.loop.config import LoopSection
 from posesyn_core.motion.config import MOTION_TRAIN_SPEC
 from posesyn_core.msm.config import SPEC as MSM_SPEC
 from posesyn_core.retarget.config import SPEC as RETARGET_SPEC
@@ -53,6 +54,7 @@ class RunConfigBase(StrictModel):
         0.05, ge=0, le=1, description="Fail a stage when more than this fraction of its input samples is bad."
     )
     plugins: list[str] = Field(default_factory=list, description="Modules that register extra stages.")
+    loop: LoopSection = Field(default_factory=LoopSection, description="Rounds of `posesyn experiment loop`.")
 
     @field_validator("name")
     @classmethod

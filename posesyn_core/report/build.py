@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,12 +51,13 @@ def stage_table(run: RunConfigBase, store: Store) -> list[dict]:
     return rows
 
 
-def results_table(store: Store) -> tuple[list[dict], list[str]]:
-    """One row per comparison (and tau variant) whose evaluate results exist: metrics per test set."""
+def results_table(store: Store, extra: Sequence[tuple[str, str, str]] = ()) -> tuple[list[dict], list[str]]:
+    """One row per comparison (and tau variant, and `extra` (label, variant, estimator)) whose evaluate results
+    exist: metrics per test set."""
     rows, test_sets = [], []
     tau_rows = [(f"tau = {v.overrides['filter.tau_mm']:.0f} mm", v.name, "finetuned")
                 for v in ABLATIONS if v.name.startswith("tau-")]  # fmt: skip
-    for label, variant, estimator in (*COMPARISON, *tau_rows):
+    for label, variant, estimator in (*COMPARISON, *tau_rows, *extra):
         s = _store_at(store, variant)
         key = "evaluate/results.json"
         if not s.exists(key):
@@ -76,7 +78,7 @@ def results_table(store: Store) -> tuple[list[dict], list[str]]:
     return rows, test_sets
 
 
-def _png(fig) -> bytes:  # noqa: ANN001
+def png_bytes(fig) -> bytes:  # noqa: ANN001
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
@@ -113,7 +115,7 @@ def hard_pose_gallery(store: Store, count: int = 12) -> bytes | None:
         ax.imshow(img)
         text = (captions.get(r["id"]) or [""])[0]
         ax.set_title(f"#{r['rank']} {r.get('family') or ''}\n{text[:60]}", fontsize=6)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def motion_strips(store: Store, count: int = 3) -> list[tuple[str, bytes]]:
@@ -176,6 +178,11 @@ def collect(run: RunConfigBase, ablation_samples: int | None = None) -> Report:
     from posesyn_core.report.seeds import read_over_seeds  # it builds on results_table
 
     rep.facts["seeds"] = read_over_seeds(run)
+    from posesyn_core.loop.rounds import loop_figure, read_loop
+
+    rep.facts["loop"] = read_loop(run)
+    if rep.facts["loop"] and rep.facts["loop"]["rounds"]:
+        rep.figures["loop"] = loop_figure(rep.facts["loop"])
     if not any(r["variant"] == "real-only" for r in rows) or not any(r["variant"] == "random" for r in rows):
         rep.notes.append("baselines (b)/(d) missing: run "
                          "`posesyn experiment ablations RUN.yaml --only real-only,random`")
@@ -225,7 +232,7 @@ def results_figure(rows: list[dict], test_sets: list[str]) -> bytes:
         ax.set_xticks(range(len(rows)), labels, rotation=30, fontsize=7, ha="right")
         ax.set_ylabel("MPJPE (mm)")
         ax.set_title(t)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def to_json(rep: Report) -> str:

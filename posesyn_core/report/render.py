@@ -6,6 +6,7 @@ import base64
 import html
 
 from posesyn_core.errors import ConfigError
+from posesyn_core.loop.rounds import loop_markdown
 from posesyn_core.report.build import Report
 from posesyn_core.report.seeds import seeds_markdown
 
@@ -81,6 +82,8 @@ def markdown(rep: Report) -> str:
         parts += [f"### Per motion family, {t} (MPJPE, mm)", family_markdown(rep, t), ""]
     if rep.facts.get("seeds"):
         parts += ["## Over seeds (`posesyn experiment seeds`)", seeds_markdown(rep.facts["seeds"])]
+    if rep.facts.get("loop"):
+        parts += ["## Rounds (`posesyn experiment loop`)", loop_markdown(rep.facts["loop"])]
     parts += ["## EEM: does the hard set hold real failures? (hidden 3D truth)", hard_set_markdown(rep), "",
               "## MSM: MR_init ablation (PA-MPJPE of generated frames vs the hard pose's true 3D)",
               ablation_markdown(rep), "", "## Filter: tau sweep", tau_markdown(rep), "",
@@ -127,6 +130,8 @@ def page(rep: Report) -> str:
          + (_img(f["results"], "results") if "results" in f else "")),
         *[(f"Per motion family: {t}", _md_table_to_html(family_markdown(rep, t))) for t in rep.facts["test_sets"]],
         ("Over seeds", _md_table_to_html(seeds_markdown(rep.facts["seeds"])) if rep.facts.get("seeds") else ""),
+        ("Rounds", (_md_table_to_html(loop_markdown(rep.facts["loop"])) if rep.facts.get("loop") else "")
+         + (_img(f["loop"], "rounds") if "loop" in f else "")),
         ("EEM: score histogram and the hard set", (_img(f["eem_histogram"], "eem") if "eem_histogram" in f else "")
          + _md_table_to_html(hard_set_markdown(rep))),
         ("Hard poses (top of the EEM ranking) with captions",

@@ -21,7 +21,8 @@ from posesyn_core.report.build import COMPARISON, results_table
 from posesyn_core.storage import Store, join, open_store
 
 METRICS = ("mpjpe", "pa_mpjpe")
-ROWS = tuple(c for c in COMPARISON if c[0][:3] in ("(a)", "(b)", "(c)", "(d)"))
+# (key, label, variant folder or None for the seed's run, evaluate estimator): (a)-(d) of the paper's comparison.
+ROWS = tuple((c[0][:3], *c) for c in COMPARISON if c[0][:3] in ("(a)", "(b)", "(c)", "(d)"))
 PAIRS = (("(c)", "(d)"), ("(c)", "(b)"))
 SEEDS_INDEX = join(EXPERIMENTS, "seeds.json")  # the seeds `posesyn experiment seeds` ran, for the report
 
@@ -30,38 +31,48 @@ def seed_root(base: RunConfigBase, seed: int) -> str:
     return base.root if seed == base.seed else variant_root(base, seed_variant(seed).name)
 
 
+def candidate_row(name: str) -> tuple[str, str, str, str]:
+    """A method change measured beside (c) in every seed: the variant `name` of each seed's run."""
+    return name, f"candidate {name}", name, "finetuned"
+
+
 def _per_sample(store: Store, variant: str | None, estimator: str, test_set: str) -> dict[str, np.ndarray]:
     base = store if variant is None else open_store(store.url.rstrip("/") + f"/{EXPERIMENTS}/{variant}")
     key = join("evaluate", "per_sample", estimator, test_set.replace("/", "_").replace(":", "") + ".npz")
     return base.load_npz(key)
 
 
-def over_seeds(base: RunConfigBase, seeds: Sequence[int]) -> dict:
-    """Per-seed figures of (a)-(d), their mean and sample standard deviation over seeds, and the gains of (c)
-    over (d) and (b): per seed, pooled over every seed's test samples, and the pooled gain's 95% interval (paired
-    bootstrap, samples redrawn within their seed). A comparison some seed lacks is listed in `missing`."""
+def over_seeds(base: RunConfigBase, seeds: Sequence[int], candidates: Sequence[str] = ()) -> dict:
+    """Per-seed figures of (a)-(d) and of each candidate variant, their mean and sample standard deviation over
+    seeds, and the gains of (c) over (d) and (b) (and of each candidate over (d) and (c)): per seed, pooled over
+    every seed's test samples, and the pooled gain's 95% interval (paired bootstrap, samples redrawn within their
+    seed). A comparison some seed lacks is listed in `missing`."""
     if not seeds:
         raise ConfigError("over_seeds: no seeds given")
+    rows_wanted = [*ROWS, *(candidate_row(c) for c in candidates)]
+    pairs_wanted = [*PAIRS, *((c, ref) for c in candidates for ref in ("(d)", "(c)"))]
     per_seed: dict[int, dict[str, dict]] = {}
     test_sets: list[str] = []
     for seed in seeds:
-        rows, sets = results_table(open_store(seed_root(base, seed)))
-        per_seed[seed] = {r["label"][:3]: r for r in rows}
+        rows, sets = results_table(open_store(seed_root(base, seed)), extra=[r[1:] for r in rows_wanted[len(ROWS):]])
+        by_label = {r["label"]: r for r in rows}
+        per_seed[seed] = {key: by_label[label] for key, label, *_ in rows_wanted if label in by_label}
         test_sets = test_sets or sets
-    missing = sorted({f"{label[:3]} (seed {s})" for s in seeds for label, *_ in ROWS if label[:3] not in per_seed[s]})
-    out: dict = {"seeds": list(seeds), "test_sets": test_sets, "rows": [], "pairs": [], "missing": missing}
-    complete = [c for c in ROWS if all(c[0][:3] in per_seed[s] for s in seeds)]
-    for label, _, _ in complete:
+    missing = sorted({f"{key} (seed {s})" for s in seeds for key, *_ in rows_wanted if key not in per_seed[s]})
+    out: dict = {"seeds": list(seeds), "candidates": list(candidates), "test_sets": test_sets, "rows": [],
+                 "pairs": [], "missing": missing}  # fmt: skip
+    complete = [r for r in rows_wanted if all(r[0] in per_seed[s] for s in seeds)]
+    for key, label, _, _ in complete:
         sets = {}
         for t in test_sets:
             sets[t] = {}
             for m in METRICS:
-                values = [float(per_seed[s][label[:3]]["sets"][t][m]) for s in seeds]
+                values = [float(per_seed[s][key]["sets"][t][m]) for s in seeds]
                 sets[t][m] = {"per_seed": values, "mean": float(np.mean(values)),
                               "sd": float(np.std(values, ddof=1)) if len(values) > 1 else None}  # fmt: skip
-        out["rows"].append({"label": label, "sets": sets})
-    have = {c[0][:3]: c for c in complete}
-    for cand, ref in PAIRS:
+        out["rows"].append({"key": key, "label": label, "sets": sets})
+    have = {r[0]: r for r in complete}
+    for cand, ref in pairs_wanted:
         if cand not in have or ref not in have:
             continue
         sets = {}
@@ -70,8 +81,8 @@ def over_seeds(base: RunConfigBase, seeds: Sequence[int]) -> dict:
             arrays = {}
             for s in seeds:
                 root = open_store(seed_root(base, s))
-                a = _per_sample(root, *have[cand][1:], t)
-                b = _per_sample(root, *have[ref][1:], t)
+                a = _per_sample(root, *have[cand][2:], t)
+                b = _per_sample(root, *have[ref][2:], t)
                 if not np.array_equal(a["ids"], b["ids"]):
                     raise ConfigError(f"seed {s}, {t}: {cand} and {ref} were evaluated on different samples")
                 arrays[s] = (a, b)
@@ -84,7 +95,8 @@ def over_seeds(base: RunConfigBase, seeds: Sequence[int]) -> dict:
                 lo, hi = improvement_interval(c, r, groups=groups)
                 sets[t][m] = {"per_seed": [float(1 - p[0].mean() / p[1].mean()) for p in pairs],
                               "pooled": float(1 - c.mean() / r.mean()), "ci95": [lo, hi]}  # fmt: skip
-        out["pairs"].append({"candidate": have[cand][0], "baseline": have[ref][0], "sets": sets})
+        out["pairs"].append({"candidate": cand, "baseline": ref, "candidate_label": have[cand][1],
+                             "baseline_label": have[ref][1], "sets": sets})  # fmt: skip
     return out
 
 
@@ -111,7 +123,7 @@ def seeds_markdown(result: dict) -> str:
                     lo, hi = v["ci95"]
                     cells.append(f"{v['pooled']:+.1%} (95% interval {lo:+.1%} to {hi:+.1%}; per seed "
                                  + ", ".join(f"{x:+.1%}" for x in v["per_seed"]) + ")")  # fmt: skip
-                lines.append(f"| {pair['candidate'][:3]} vs {pair['baseline'][:3]} | " + " | ".join(cells) + " |")
+                lines.append(f"| {pair['candidate']} vs {pair['baseline']} | " + " | ".join(cells) + " |")
         lines.append("")
     if result["missing"]:
         lines.append("missing (run `posesyn experiment seeds`): " + ", ".join(result["missing"]))
@@ -123,4 +135,5 @@ def read_over_seeds(base: RunConfigBase) -> dict | None:
     store = open_store(base.root)
     if not store.exists(SEEDS_INDEX):
         return None
-    return over_seeds(base, store.read_json(SEEDS_INDEX)["seeds"])
+    index = store.read_json(SEEDS_INDEX)
+    return over_seeds(base, index["seeds"], list(index.get("candidates", {})))

@@ -36,7 +36,8 @@ def test_two_seeds_with_their_baselines_give_the_table_over_seeds(smoke_run, tmp
     run_yaml = tmp_path / "smoke.yaml"
     run_yaml.write_text(yaml.safe_dump(cfg))
 
-    out = posesyn("experiment", "seeds", str(run_yaml), "--seeds", "0,1").stdout
+    out = posesyn("experiment", "seeds", str(run_yaml), "--seeds", "0,1", "--candidate", "mixed",
+                  "--set", "eem.everyday_share=0.5").stdout
     seed1 = root / "experiments" / "seed-1"
     roots = {0: root, 1: seed1}
     for stage in PIPELINE:
@@ -50,12 +51,15 @@ def test_two_seeds_with_their_baselines_give_the_table_over_seeds(smoke_run, tmp
             assert (r / "experiments" / variant / "evaluate" / "results.json").is_file()
 
     table = json.loads((root / "report" / "seeds.json").read_text())
-    assert table["seeds"] == [0, 1] and table["missing"] == []
+    assert table["seeds"] == [0, 1] and table["missing"] == [] and table["candidates"] == ["mixed"]
     where = {"(a)": (None, "tpe"), "(b)": ("real-only", "finetuned"), "(c)": (None, "finetuned"),
-             "(d)": ("random", "finetuned")}  # fmt: skip
-    assert [row["label"][:3] for row in table["rows"]] == list(where)
+             "(d)": ("random", "finetuned"), "mixed": ("mixed", "finetuned")}  # fmt: skip
+    assert [row["key"] for row in table["rows"]] == list(where)
+    for r in roots.values():  # the candidate: each seed's run with the key set, half its budget below the cut
+        hard = [json.loads(line) for line in (r / "experiments" / "mixed" / "eem" / "challenging.jsonl").open()]
+        assert [h["selected"] for h in hard].count("everyday") == len(hard) // 2
     for row in table["rows"]:
-        variant, estimator = where[row["label"][:3]]
+        variant, estimator = where[row["key"]]
         for metric in ("mpjpe", "pa_mpjpe"):
             values = []
             for r in roots.values():
@@ -66,8 +70,8 @@ def test_two_seeds_with_their_baselines_give_the_table_over_seeds(smoke_run, tmp
             assert got["per_seed"] == pytest.approx(values)
             assert got["mean"] == pytest.approx(np.mean(values)) and got["sd"] == pytest.approx(np.std(values, ddof=1))
 
-    pairs = {(p["candidate"][:3], p["baseline"][:3]): p for p in table["pairs"]}
-    assert set(pairs) == {("(c)", "(d)"), ("(c)", "(b)")}
+    pairs = {(p["candidate"], p["baseline"]): p for p in table["pairs"]}
+    assert set(pairs) == {("(c)", "(d)"), ("(c)", "(b)"), ("mixed", "(d)"), ("mixed", "(c)")}
     for metric in ("mpjpe", "pa_mpjpe"):
         c = [per_sample(r, *where["(c)"])[metric] for r in roots.values()]
         d = [per_sample(r, *where["(d)"])[metric] for r in roots.values()]
@@ -79,11 +83,17 @@ def test_two_seeds_with_their_baselines_give_the_table_over_seeds(smoke_run, tmp
         assert got["ci95"] == pytest.approx(list(improvement_interval(pooled_c, pooled_d, groups=groups)))
         assert got["ci95"][0] <= got["pooled"] <= got["ci95"][1]
     assert "(c) vs (d)" in out and "95% interval" in out and "mean ± sd over seeds" in out
+    assert "mixed vs (d)" in out and "| candidate mixed |" in out
+    m = [per_sample(r, "mixed", "finetuned")["mpjpe"] for r in roots.values()]
+    got = pairs[("mixed", "(c)")]["sets"]["world/wild_test"]["mpjpe"]
+    c = [per_sample(r, None, "finetuned")["mpjpe"] for r in roots.values()]
+    assert got["pooled"] == pytest.approx(1 - np.concatenate(m).mean() / np.concatenate(c).mean())
 
     # Done seeds are reused: a second call runs no stage.
     markers = {p: p.read_bytes() for p in sorted(root.rglob("_SUCCESS"))}
     posesyn("experiment", "seeds", str(run_yaml), "--seeds", "0,1")
     assert {p: p.read_bytes() for p in sorted(root.rglob("_SUCCESS"))} == markers
+    assert json.loads((root / "report" / "seeds.json").read_text())["candidates"] == ["mixed"]  # kept
 
     posesyn("report", str(run_yaml), "--ablation-samples", "4")
     summary = (root / "report" / "summary.md").read_text()
@@ -95,7 +105,7 @@ def test_a_seed_without_its_baselines_is_listed_as_missing(smoke_run):
     from posesyn_core.report.seeds import over_seeds, seeds_markdown
 
     result = over_seeds(load_run_config(smoke_run.config), [0])  # the finished run, no baselines beside it
-    assert [row["label"][:3] for row in result["rows"]] == ["(a)", "(c)"] and result["pairs"] == []
+    assert [row["key"] for row in result["rows"]] == ["(a)", "(c)"] and result["pairs"] == []
     assert result["missing"] == ["(b) (seed 0)", "(d) (seed 0)"]
     row = result["rows"][1]["sets"]["world/wild_test"]["mpjpe"]
     assert row["sd"] is None and row["per_seed"] == [row["mean"]]  # one seed: no spread to show
