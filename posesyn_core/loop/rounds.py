@@ -103,7 +103,7 @@ def loop_table(base: RunConfigBase, rounds: int, stopped: str | None = None) -> 
         eem = store.read_json(join("eem", "summary.json"))
         families = Counter(eem["families"]["challenging"])
         total = max(1, sum(families.values()))
-        kept = store.read_json(join("filter", "summary.json"))["kept"] if store.exists("filter/summary.json") else None
+        kept = (read_marker(store, join("filter", "summary.json")) or {}).get("kept")
         seconds = sum((read_marker(store, join(s, SUCCESS)) or {}).get("seconds") or 0.0 for s in readers)
         out["rounds"].append({
             "round": k, "sets": {t: v["all"] for t, v in results["finetuned"].items()},
