@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from posesyn_core.config import Resources, StageSection, StrictModel
 from posesyn_core.skeleton import SMPL22
@@ -58,7 +58,7 @@ class EemSection(StageSection):
     everyday_share: float = Field(
         0.0, ge=0, lt=1, description="selection eem: share of the K_C budget drawn at random from the samples "
         "below the cut (mostly everyday poses) instead of the next-largest errors, so fine-tuning on the failures "
-        "does not unlearn the common poses; 0 = the paper's top K_C."
+        "does not unlearn the common poses; 0 = the paper's top K_C. No effect (set to 0) under selection random."
     )  # fmt: skip
     weights: JointWeights = Field(default_factory=JointWeights, description="Per-joint error weights w_n.")
     normalize_by_weight: bool = Field(
@@ -71,6 +71,16 @@ class EemSection(StageSection):
     )  # fmt: skip
     min_joints: int = Field(4, ge=1, description="Samples with fewer visible shared joints are not scored.")
     histogram_bins: int = Field(40, ge=5, description="Bins of the score histogram PNG.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _share_only_splits_eem_selection(cls, data: object) -> object:
+        """A random draw has no cut to split, so the share means nothing there. Dropping it keeps a run's random
+        baseline (`eem.selection=random` over a config with a share) the very stage it was without one: same
+        fingerprint, nothing redone."""
+        if isinstance(data, dict) and data.get("selection") == "random":
+            data = {k: v for k, v in data.items() if k != "everyday_share"}
+        return data
 
 
 def _spec():  # noqa: ANN202

@@ -119,6 +119,16 @@ def test_everyday_share_draws_part_of_the_budget_below_the_cut(world: Path) -> N
     assert store.read_bytes("eem/challenging.jsonl") == first
 
 
+def test_everyday_share_is_dropped_under_random_selection() -> None:
+    from posesyn_core.eem.config import EemSection
+    from posesyn_core.stages import section_hash
+
+    # A run with a share and its random baseline: the baseline's eem is the one it was before shares existed.
+    random = EemSection(selection="random", everyday_share=0.67)
+    assert random.everyday_share == 0 and section_hash(random) == section_hash(EemSection(selection="random"))
+    assert section_hash(EemSection(everyday_share=0.67)) != section_hash(EemSection())
+
+
 def test_hard_set_report_against_hidden_truth(world: Path) -> None:
     from posesyn_core.eem.evaluate import format_report, hard_set_report, load_hidden3d
 
