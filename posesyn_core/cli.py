@@ -401,6 +401,28 @@ def loop_cmd(run_yaml: Path, rounds: int | None, force: bool) -> None:
     click.echo(loop_markdown(result), nl=False)
 
 
+@experiment_group.command("keypoints2d")
+@run_config_argument
+@click.option("--force", is_flag=True, help="Re-run the variants' own stages even if up to date.")
+def keypoints2d_cmd(run_yaml: Path, force: bool) -> None:
+    """EEM without 2D ground truth, next to a completed run: train a 2D keypoint estimator that never sees the 2D
+    dataset's labels (the TPE on lab3d only, variant kp2d-lab3d), run the pipeline with eem.keypoints2d=estimated
+    on its keypoints (variant kp2d-estimated), and compare with the run's GT-2D EEM at the same budget: keypoint
+    error, hard-set overlap and true 3D error, fine-tuned results.
+
+    The comparison is printed, written to <root>/report/keypoints2d.md and .json, and `posesyn report` shows it.
+
+    \b
+    Example:
+      posesyn experiment keypoints2d examples/demo.yaml
+    """
+    from posesyn_core.eem.keypoints2d import KEYPOINT_ESTIMATOR, compare, estimated_variant, keypoints2d_markdown
+
+    base = load(run_yaml)
+    _run_variants(run_yaml, [KEYPOINT_ESTIMATOR, estimated_variant(base)], force)
+    click.echo(keypoints2d_markdown(compare(base)), nl=False)
+
+
 @experiment_group.command("variant")
 @run_config_argument
 @click.argument("name")

@@ -192,7 +192,7 @@ def section_hash(section: StageSection) -> str:
             node = node[part]
         del node[leaf]
     for key in type(section).added_keys:
-        if getattr(section, key) == type(section).model_fields[key].default:
+        if getattr(section, key) == type(section).model_fields[key].get_default(call_default_factory=True):
             del data[key]
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 

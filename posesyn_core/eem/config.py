@@ -36,7 +36,7 @@ class JointWeights(StrictModel):
 class EemSection(StageSection):
     """Run the TPE over a 2D dataset, score each sample with the root-relative weighted 2D error, rank."""
 
-    added_keys = frozenset({"everyday_share"})
+    added_keys = frozenset({"everyday_share", "keypoints2d", "keypoints_estimator"})
 
     dataset: str = Field(
         "world/wild2d",
@@ -46,6 +46,15 @@ class EemSection(StageSection):
         default_factory=EstimatorRef,
         description="The TPE: our checkpoint (default tpe-train/model.pt) or an external TorchScript/ONNX model.",
     )
+    keypoints2d: Literal["gt", "estimated"] = Field(
+        "gt", description="The 2D keypoints the TPE's projection is scored against: gt = the dataset's labels; "
+        "estimated = `keypoints_estimator`'s 2D on the same crops (the labels are never read, for photo sets "
+        "without them). Keypoints of any detector: import them as the dataset's labels (a COCO file) and keep gt."
+    )  # fmt: skip
+    keypoints_estimator: EstimatorRef | None = Field(
+        None, description="keypoints2d estimated: the 2D estimator (same formats as `estimator`; its 3D output "
+        "projected gives SMPL22 2D keypoints). It must not be the TPE itself: its own projection has no error."
+    )  # fmt: skip
     batch_size: int = Field(64, ge=1, description="TPE inference batch size.")
     chunk_size: int = Field(512, ge=1, description="Samples per resumable chunk (the unit shards split).")
     num_challenging: int = Field(500, ge=1, description="K_C: size of the challenging (hard) set (paper: 500).")
@@ -81,6 +90,15 @@ class EemSection(StageSection):
         if isinstance(data, dict) and data.get("selection") == "random":
             data = {k: v for k, v in data.items() if k != "everyday_share"}
         return data
+
+    @model_validator(mode="after")
+    def _estimated_keypoints_need_an_estimator(self) -> EemSection:
+        if self.keypoints2d == "estimated" and self.keypoints_estimator is None:
+            raise ValueError("eem.keypoints2d estimated: set eem.keypoints_estimator (a 2D keypoint estimator)")
+        if self.keypoints2d == "estimated" and self.keypoints_estimator == self.estimator:
+            raise ValueError("eem.keypoints_estimator: the TPE itself scores zero error against its own projection; "
+                             "name another estimator")  # fmt: skip
+        return self
 
 
 def _spec():  # noqa: ANN202

@@ -2,7 +2,9 @@
 
 Per shard, `eem/shards/<i>-of-<n>/chunks/chunk-<c>.npz` (atomic, skipped when present on resume) holds, for the
 chunk's scorable-or-not samples: index, joints3d (root-relative camera frame, m), cam (s, tx, ty), joints2d
-(predicted, px), error, error_px, joints_used; plus the ids and reasons of the chunk's rejected samples.
+(predicted, px), error, error_px, joints_used; plus the ids and reasons of the chunk's rejected samples; with
+`keypoints2d: estimated` also keypoints2d (N, 22, 3): the 2D estimator's SMPL22 keypoints with visibility, which
+stand in for the labels everywhere (scores, the rows' joints2d / joint_set, the references' full-body test).
 
 Finalize writes under `eem/`:
     scores.jsonl          every predicted sample: id, index, error (null = not scorable), error_px, joints_used
@@ -40,13 +42,25 @@ def _chunk_key(ctx: StageContext, c: int) -> str:
     return ctx.key("chunks", f"chunk-{c:05d}.npz")
 
 
-def _predict_chunk(ctx: StageContext, ds: PoseDataset, estimator, indices: range) -> dict[str, np.ndarray]:  # noqa: ANN001
+def estimated_keypoints(pred2d: np.ndarray, width: np.ndarray, height: np.ndarray) -> np.ndarray:
+    """(N, 22, 3) SMPL22 keypoints of a 2D estimator: its joints, visible where finite and no further outside the
+    image than a label may be (`OUT_OF_IMAGE_MARGIN`)."""
+    x, y, w, h = pred2d[..., 0], pred2d[..., 1], width[:, None], height[:, None]
+    mx, my = OUT_OF_IMAGE_MARGIN * w, OUT_OF_IMAGE_MARGIN * h
+    vis = np.isfinite(pred2d).all(-1) & (x >= -mx) & (y >= -my) & (x <= w + mx) & (y <= h + my)
+    return np.concatenate([np.nan_to_num(pred2d), vis[..., None]], -1).astype(np.float32)
+
+
+def _predict_chunk(ctx: StageContext, ds: PoseDataset, estimator, indices: range,  # noqa: ANN001
+                   keypoint_estimator=None) -> dict[str, np.ndarray]:  # noqa: ANN001  # fmt: skip
+    """Predict and score one chunk; with a keypoint estimator, its 2D replaces the labels (never read)."""
     cfg = ctx.config
     arrays = ds.arrays
     good, images, rejected = [], [], []
     for i in indices:
         s = ds.samples[i]
-        reason = check_keypoints(arrays["joints2d"][i], s.width, s.height, OUT_OF_IMAGE_MARGIN)
+        reason = None if keypoint_estimator else check_keypoints(arrays["joints2d"][i], s.width, s.height,
+                                                                 OUT_OF_IMAGE_MARGIN)  # fmt: skip
         if reason is None:
             try:
                 images.append(ds.image(i))
@@ -65,8 +79,17 @@ def _predict_chunk(ctx: StageContext, ds: PoseDataset, estimator, indices: range
         pred = estimator.predict(images, arrays["bboxes"][good_idx], batch_size=cfg.batch_size)
         out.update(joints3d=np.asarray(pred.joints3d, np.float32), cam=np.asarray(pred.cam, np.float32),
                    joints2d=np.asarray(pred.joints2d, np.float32))  # fmt: skip
-    scores = eem_errors(out["joints2d"].astype(np.float64), arrays["joints2d"][good_idx].astype(np.float64),
-                        ds.joint_set, weight_vector(cfg.weights), arrays["bboxes"][good_idx].astype(np.float64),
+    joint_set, reference2d = ds.joint_set, arrays["joints2d"][good_idx]
+    if keypoint_estimator is not None:
+        joint_set = "smpl22"
+        reference2d = np.zeros((0, 22, 3), np.float32)
+        if n:
+            est = keypoint_estimator.predict(images, arrays["bboxes"][good_idx], batch_size=cfg.batch_size)
+            size = np.array([[ds.samples[i].width, ds.samples[i].height] for i in good], np.float64).reshape(-1, 2)
+            reference2d = estimated_keypoints(np.asarray(est.joints2d, np.float64), size[:, 0], size[:, 1])
+        out["keypoints2d"] = reference2d
+    scores = eem_errors(out["joints2d"].astype(np.float64), np.asarray(reference2d, np.float64), joint_set,
+                        weight_vector(cfg.weights), arrays["bboxes"][good_idx].astype(np.float64),
                         cfg.normalize_by_weight, cfg.scale, cfg.min_joints)  # fmt: skip
     out.update(error=scores.error, error_px=scores.error_px, joints_used=scores.joints_used.astype(np.int64),
                rejected_ids=np.array([r[0] for r in rejected], dtype=str),
@@ -85,14 +108,17 @@ def run(ctx: StageContext) -> None:
     ranges = [range(c * cfg.chunk_size, min(len(ds), (c + 1) * cfg.chunk_size)) for c in chunks]
     ctx.counts["samples_in"] = sum(len(r) for r in ranges)
     progress = ctx.progress(ctx.counts["samples_in"], "samples")
-    estimator = None
+    estimator = keypoint_estimator = None
     for c, indices in zip(chunks, ranges, strict=True):
         key = _chunk_key(ctx, c)
         if ctx.store.exists(key):
             out = ctx.store.load_npz(key)
         else:
             estimator = estimator or load_estimator(ctx.store, cfg.estimator, ctx.device)
-            out = _predict_chunk(ctx, ds, estimator, indices)
+            if cfg.keypoints2d == "estimated":
+                keypoint_estimator = keypoint_estimator or load_estimator(ctx.store, cfg.keypoints_estimator,
+                                                                          ctx.device)  # fmt: skip
+            out = _predict_chunk(ctx, ds, estimator, indices, keypoint_estimator)
             ctx.store.save_npz(key, **out)
         for sid, reason in zip(out["rejected_ids"], out["rejected_reasons"], strict=True):
             ctx.reject(str(sid), str(reason))
@@ -102,9 +128,11 @@ def run(ctx: StageContext) -> None:
 
 
 def load_predictions(store: Store, chunk_prefixes: list[str]) -> dict[str, np.ndarray]:
-    """Every shard's chunk arrays (index, joints3d, cam, joints2d, error, error_px, joints_used), by index."""
+    """Every shard's chunk arrays (index, joints3d, cam, joints2d, error, error_px, joints_used and, with estimated
+    keypoints, keypoints2d), by index."""
     parts = [store.load_npz(k) for prefix in chunk_prefixes for k in store.list(prefix) if k.endswith(".npz")]
     names = ("index", "joints3d", "cam", "joints2d", "error", "error_px", "joints_used")
+    names += ("keypoints2d",) if parts and "keypoints2d" in parts[0] else ()
     allp = {n: np.concatenate([p[n] for p in parts]) if parts else np.zeros(0) for n in names}
     order = np.argsort(allp["index"], kind="stable")
     return {n: v[order] for n, v in allp.items()}
@@ -159,6 +187,8 @@ def finalize(ctx: StageContext) -> None:
     samples, arrays = ds.samples, ds.arrays
     p = load_predictions(ctx.store, ctx.shard_keys("chunks"))
     idx, error = p["index"], p["error"]
+    estimated = cfg.keypoints2d == "estimated"
+    keypoints = p["keypoints2d"] if estimated else arrays["joints2d"][idx]  # (len(idx), J, 3) what was scored
     ctx.store.write_jsonl(ctx.key("scores.jsonl"), (
         {"id": samples[i].id, "index": int(i), "error": None if not np.isfinite(e) else round(float(e), 6),
          "error_px": None if not np.isfinite(px) else round(float(px), 3), "joints_used": int(u)}
@@ -171,7 +201,8 @@ def finalize(ctx: StageContext) -> None:
         return {"rank": rank, "id": s.id, "index": i, "error": round(float(error[pos]), 6),
                 "error_px": round(float(p["error_px"][pos]), 3), "joints3d": _round(p["joints3d"][pos]),
                 "cam": _round(p["cam"][pos]), "joints2d_pred": _round(p["joints2d"][pos], 2),
-                "joints2d": s.joints2d, "joint_set": ds.joint_set, "bbox": s.bbox, "image": s.image,
+                "joints2d": _round(keypoints[pos], 2) if estimated else s.joints2d,
+                "joint_set": "smpl22" if estimated else ds.joint_set, "bbox": s.bbox, "image": s.image,
                 "dataset": cfg.dataset, "width": s.width, "height": s.height, "family": s.meta.get("family"),
                 "meta": s.meta, **fields}  # fmt: skip
 
@@ -183,7 +214,7 @@ def finalize(ctx: StageContext) -> None:
 
     width = np.array([samples[i].width for i in idx], np.float64)
     height = np.array([samples[i].height for i in idx], np.float64)
-    usable = full_body_in_image(arrays["joints2d"][idx], width, height) & np.isfinite(error)
+    usable = full_body_in_image(keypoints, width, height) & np.isfinite(error)
     usable[hard] = False
     cand = np.flatnonzero(usable)
     refs = cand[np.argsort(error[cand], kind="stable")[: cfg.num_references]]
@@ -210,6 +241,8 @@ def finalize(ctx: StageContext) -> None:
     }  # fmt: skip
     if cfg.everyday_share:  # (absent at the default: the paper's selection writes what it always wrote)
         summary["challenging_everyday"] = int(everyday.sum())
+    if estimated:
+        summary["keypoints2d"] = {"source": "estimated", "estimator": cfg.keypoints_estimator.model_dump()}
     ctx.store.write_json(ctx.key("summary.json"), summary)
     ctx.counts["challenging"], ctx.counts["references"] = len(hard), len(refs)
     ctx.counts["unscorable"] = summary["unscorable"]

@@ -83,6 +83,32 @@ class MotionSynthesizer:
         return self.gpt.sample(feats, prefix, max_tokens=max_tokens, temperature=temperature, top_k=top_k,
                                top_p=top_p, stop_on_end=stop_on_end, seeds=seeds)  # fmt: skip
 
+    @torch.no_grad()
+    def token_log_likelihood(self, texts: Sequence[str] | None, mrinit: np.ndarray | None,
+                             tokens: Sequence[Sequence[int]]) -> np.ndarray:  # fmt: skip
+        """(B,) mean log-likelihood per motion token of B equal-length token lists under the transformer, given
+        texts (None: the null text) and MR_init codes (None: pad prefix); teacher-forced, end token excluded (the
+        msm stage samples without it). How well a text explains a motion, in the motion model's own text space:
+        the `msm` consistency check compares a motion's caption with other poses' captions by it."""
+        c = self.gpt.config
+        b = len(tokens)
+        if b == 0:
+            return np.zeros(0)
+        if len({len(t) for t in tokens}) != 1 or not len(tokens[0]):
+            raise ValueError("token_log_likelihood needs non-empty token lists of one length")
+        texts = list(texts) if texts is not None else [NULL_TEXT] * b
+        if len(texts) != b or (mrinit is not None and len(mrinit) != b):
+            raise ValueError(f"{len(texts)} texts / {None if mrinit is None else len(mrinit)} MR_init rows "
+                             f"for {b} token lists")  # fmt: skip
+        feats = torch.from_numpy(self.text_encoder.encode(texts)).to(self.device)
+        prefix = (torch.full((b, c.mrinit_len), c.pad_id, dtype=torch.long) if mrinit is None
+                  else torch.as_tensor(np.asarray(mrinit), dtype=torch.long)).to(self.device)  # fmt: skip
+        targets = torch.as_tensor([list(t) for t in tokens], dtype=torch.long, device=self.device)
+        logits = self.gpt(torch.cat([prefix, targets[:, :-1]], 1), feats)[:, c.mrinit_len :].float()  # (B, N, V+1)
+        logits[..., c.end_id] = float("-inf")  # as sampled: the end token is never drawn
+        logp = torch.log_softmax(logits, -1).gather(-1, targets[..., None])[..., 0]
+        return logp.mean(-1).cpu().numpy().astype(np.float64)
+
     def decode(self, tokens: Sequence[Sequence[int]], origin: np.ndarray | None = None) -> list[np.ndarray]:
         """Token lists -> one (4 * len, 22, 3) joint array each (an empty list gives (0, 22, 3)), in HumanML3D's
         canonical frame (root at x = z = 0 facing +z at frame 0), or placed with `origin` (B, 3) = (x, z, yaw)."""

@@ -6,14 +6,37 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from posesyn_core.config import Resources, StageSection
+from posesyn_core.config import Resources, StageSection, StrictModel
 from posesyn_core.eem.pseudo_label import FitTo2d
 
 Conditioning = Literal["text+mrinit", "text", "mrinit"]
 
 
+class ConsistencyCheck(StrictModel):
+    """Drop generated motions that drifted before they cost an animation: from their hard pose (the closest frame's
+    PA-MPJPE to the pseudo-label fitted to the GT 2D) or from their caption (`msm.pipeline.caption_scores`: how
+    much better the caption explains the motion than other poses' captions, in the motion model's own text
+    space). Off by default (the paper keeps every motion); dropped motions are listed in `msm/dropped.jsonl`."""
+
+    max_pose_mm: float | None = Field(None, gt=0, description="Drop motions whose closest frame is further than "
+                                      "this from the hard pose (PA-MPJPE, mm); None: no pose check.")  # fmt: skip
+    min_caption_score: float | None = Field(
+        None, description="Drop motions whose caption score (log-likelihood per token under the caption minus under "
+        "other poses' captions; 0: the caption explains the motion no better than others) is below this; None: no "
+        "caption check (captions are not scored)."
+    )  # fmt: skip
+    distractors: int = Field(4, ge=1, description="Other poses' captions (from the same batch) each caption score "
+                             "compares against.")  # fmt: skip
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_pose_mm is not None or self.min_caption_score is not None
+
+
 class MsmSection(StageSection):
     """Sample motions around each hard pose with the motion model (T2M-GPT + MR_init prefix)."""
+
+    added_keys = frozenset({"consistency"})
 
     model: str = Field("motion-train", description="Motion model: a prefix under the run root (motion-train's "
                        "output) or a URL of one.")  # fmt: skip
@@ -38,11 +61,17 @@ class MsmSection(StageSection):
     captions: Literal["cycle", "first"] = Field(
         "cycle", description="Which caption conditions motion k: cycle = caption k mod count, first = always the first."
     )
+    consistency: ConsistencyCheck = Field(
+        default_factory=ConsistencyCheck, description="Drop motions that drifted from their hard pose or caption."
+    )
 
     @model_validator(mode="after")
     def _multiple_of_four(self) -> MsmSection:
         if self.num_frames % 4:
             raise ValueError("msm.num_frames: must be a multiple of 4 (the VQ-VAE downsamples time by 4)")
+        if self.consistency.min_caption_score is not None and "text" not in self.conditioning:
+            raise ValueError(f"msm.consistency.min_caption_score: conditioning {self.conditioning!r} has no caption "
+                             "to score")  # fmt: skip
         return self
 
 

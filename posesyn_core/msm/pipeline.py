@@ -6,6 +6,7 @@ interface):
         (T = the model's `mrinit_frames`, the length of the transformer's MR_init prefix)
     sample(texts, mrinit (B, M) | None, max_tokens, temperature, top_k, top_p, seed, stop_on_end) -> B token lists
     decode(tokens) -> B joint arrays (4 * tokens, 22, 3), HumanML3D's canonical world frame
+    token_log_likelihood(texts, mrinit, tokens) -> (B,) mean log-likelihood per token (for the consistency check)
 so the same pipeline runs a trained mini-world model or the public T2M-GPT weights. Motions have a fixed length
 (the end token is never drawn), which batches them and lets every motion be compared frame by frame.
 """
@@ -32,6 +33,7 @@ class MsmOutput:
     texts: list[list[str]]  # (B, N) the text each motion was conditioned on ("" when text is off)
     mrinit_codes: np.ndarray | None = None  # (B, T/4) MR_init VQ indices (None without MR_init)
     mrinit_roundtrip: np.ndarray | None = None  # (B,) PA-MPJPE (mm) of those codes decoded vs the pose
+    caption_scores: np.ndarray | None = None  # (B, N) `caption_scores` (None: not asked for)
 
 
 def pseudo_labels(rows: Sequence[dict], fit: FitTo2d = "lift") -> np.ndarray:
@@ -40,6 +42,24 @@ def pseudo_labels(rows: Sequence[dict], fit: FitTo2d = "lift") -> np.ndarray:
     poses = [fit_to_2d(np.asarray(r["joints3d"], np.float64), r.get("joints2d"), r.get("joint_set", "smpl22"), fit)
              for r in rows]  # fmt: skip
     return np.stack(poses) if poses else np.zeros((0, 22, 3))
+
+
+def caption_scores(synthesizer, texts: list[list[str]], mrinit: np.ndarray | None,  # noqa: ANN001
+                   tokens: Sequence[Sequence[int]], distractors: int) -> np.ndarray:  # fmt: skip
+    """(B, N) how much better each motion's own text explains it than other poses' texts do, in the motion model's
+    own text space: mean log-likelihood per token under its text minus the mean over `distractors` texts of the
+    next poses in the batch (same motion index k, same MR_init). Above 0: the text moved the motion towards it;
+    at or below 0 the motion has drifted from its caption. NaN where there is no text or no other pose."""
+    b, n = len(texts), len(texts[0]) if texts else 0
+    scores = np.full((b, n), np.nan)
+    d = min(distractors, b - 1)
+    if d < 1 or not all(t for row in texts for t in row):
+        return scores
+    prefix = None if mrinit is None else np.repeat(mrinit, n, 0)
+    own = synthesizer.token_log_likelihood([t for row in texts for t in row], prefix, tokens).reshape(b, n)
+    others = [synthesizer.token_log_likelihood([texts[(i + j) % b][k] for i in range(b) for k in range(n)], prefix,
+                                               tokens).reshape(b, n) for j in range(1, d + 1)]  # fmt: skip
+    return own - np.mean(others, 0)
 
 
 def closest_frames(motions: np.ndarray, pose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -54,11 +74,13 @@ class MotionSynthesisPipeline:
 
     def __init__(self, synthesizer, conditioning: Conditioning = "text+mrinit", num_motions: int = 4,  # noqa: ANN001
                  num_frames: int = 64, temperature: float = 1.0, top_k: int | None = None,
-                 top_p: float | None = None, search_depth_signs: bool = False):  # fmt: skip
+                 top_p: float | None = None, search_depth_signs: bool = False,
+                 caption_distractors: int = 0):  # fmt: skip
         self.synthesizer = synthesizer
         self.conditioning, self.num_motions, self.num_frames = conditioning, num_motions, num_frames
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
         self.search_depth_signs = search_depth_signs  # msm.mrinit.choose_depth_signs before MR_init
+        self.caption_distractors = caption_distractors  # > 0: score motions against their captions
 
     def check_inputs(self, poses_cam: np.ndarray, captions: Sequence[Sequence[str]]) -> None:
         if poses_cam.ndim != 3 or poses_cam.shape[1:] != (22, 3):
@@ -108,4 +130,9 @@ class MotionSynthesisPipeline:
 
         # 6. The frame of each motion closest to its hard pose (shape only: PA-MPJPE)
         best, err = closest_frames(motions, poses[:, None])
-        return MsmOutput(motions.astype(np.float32), best, err, texts, mrinit, roundtrip)
+
+        # 7. If asked, how well each motion's caption explains it compared with other poses' captions
+        scores = None
+        if self.caption_distractors:
+            scores = caption_scores(self.synthesizer, texts, mrinit, tokens, self.caption_distractors)
+        return MsmOutput(motions.astype(np.float32), best, err, texts, mrinit, roundtrip, scores)

@@ -27,6 +27,8 @@ COMPARISON = (
     ("(c) PoseSyn (EEM-selected)", None, "finetuned"),
     ("(d) random selection, same budget", "random", "finetuned"),
     ("PoseSyn without MR_init (text only)", "text-only", "finetuned"),
+    ("PoseSyn + consistency check (msm.consistency)", "consistency", "finetuned"),
+    ("PoseSyn, EEM on estimated 2D (eem.keypoints2d)", "kp2d-estimated", "finetuned"),
 )
 REPORT = "report"
 
@@ -168,6 +170,15 @@ def hard_set(store: Store) -> dict | None:
     return hard_set_report(store, load_hidden3d(store, hidden_key))
 
 
+def consistency_check(run: RunConfigBase, store: Store) -> dict | None:
+    """What msm's consistency check dropped: the run's own when it has one on, else the `consistency` variant's."""
+    for s in (store, _store_at(store, "consistency")):
+        summary = _read_json(s, "msm/summary.json")
+        if summary and "consistency" in summary:
+            return {"variant": "run" if s is store else "consistency", **summary["consistency"]}
+    return None
+
+
 def collect(run: RunConfigBase, ablation_samples: int | None = None) -> Report:
     store = open_store(run.root)
     rep = Report()
@@ -193,6 +204,10 @@ def collect(run: RunConfigBase, ablation_samples: int | None = None) -> Report:
     rep.facts["captions"] = _read_json(store, "caption/examples.json")
     rep.facts["hard_set"] = hard_set(store)
     rep.facts["mrinit_ablation"] = mrinit_ablation(run, store, ablation_samples)
+    rep.facts["consistency"] = consistency_check(run, store)
+    from posesyn_core.eem.keypoints2d import read_keypoints2d
+
+    rep.facts["keypoints2d"] = read_keypoints2d(run)
     tau = []
     for v in ABLATIONS:
         if v.name.startswith("tau-"):

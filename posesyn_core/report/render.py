@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 
+from posesyn_core.eem.keypoints2d import keypoints2d_markdown
 from posesyn_core.errors import ConfigError
 from posesyn_core.loop.rounds import loop_markdown
 from posesyn_core.report.build import Report
@@ -65,6 +66,29 @@ def ablation_markdown(rep: Report) -> str:
     return format_table(rep.facts["mrinit_ablation"]) if rep.facts.get("mrinit_ablation") else "_not available_"
 
 
+def consistency_markdown(check: dict) -> str:
+    """What the consistency check dropped, with reasons; its effect on the fine-tuned TPE is its results row."""
+    where = "this run" if check["variant"] == "run" else "variant `consistency`"
+    pose = "off" if check["max_pose_mm"] is None else f"{check['max_pose_mm']:.0f} mm"
+    caption = "off" if check["min_caption_score"] is None else f"{check['min_caption_score']:+.2f}"
+    scores = check["caption_score"]
+    lines = [f"{where}: pose limit {pose}, minimum caption score {caption} ({check['distractors']} distractors); "
+             f"kept {check['kept']} of {check['generated']} motions, {check['hard_poses_without_motion']} hard poses "
+             "lost all of theirs. Effect on the fine-tuned TPE: the results row `PoseSyn + consistency check`.", "",
+             "| dropped for | motions |", "|---|---|"]  # fmt: skip
+    lines += [f"| {reason} | {n} |" for reason, n in check["dropped_by_reason"].items()]
+    lines.append(f"| total (a motion can fail both) | {check['dropped']} |")
+    if scores.get("kept"):
+        lines += ["", "| caption score | mean | median | motions |", "|---|---|---|---|"]
+        lines += [f"| {k} | {v['mean']:+.3f} | {v['median']:+.3f} | {v['n']} |" for k, v in scores.items() if v]
+    if check["examples"]:
+        lines += ["", "| dropped motion | caption | closest frame (mm) | caption score | reasons |",
+                  "|---|---|---|---|---|"]  # fmt: skip
+        lines += [f"| {d['id']} | {d['caption']} | {d['best_pa_mpjpe_mm']:.1f} | {_fmt(d['caption_score'], 3)} "
+                  f"| {', '.join(d['reasons'])} |" for d in check["examples"]]  # fmt: skip
+    return "\n".join(lines)
+
+
 def tau_markdown(rep: Report) -> str:
     lines = ["| tau (mm) | pass rate | kept frames |", "|---|---|---|"]
     for r in rep.facts["tau_sweep"]:
@@ -86,7 +110,14 @@ def markdown(rep: Report) -> str:
         parts += ["## Rounds (`posesyn experiment loop`)", loop_markdown(rep.facts["loop"])]
     parts += ["## EEM: does the hard set hold real failures? (hidden 3D truth)", hard_set_markdown(rep), "",
               "## MSM: MR_init ablation (PA-MPJPE of generated frames vs the hard pose's true 3D)",
-              ablation_markdown(rep), "", "## Filter: tau sweep", tau_markdown(rep), "",
+              ablation_markdown(rep), ""]  # fmt: skip
+    if rep.facts.get("consistency"):
+        parts += ["## MSM: consistency check (motions drifted from their hard pose or caption)",
+                  consistency_markdown(rep.facts["consistency"]), ""]  # fmt: skip
+    if rep.facts.get("keypoints2d"):
+        parts += ["## EEM on estimated 2D keypoints (`posesyn experiment keypoints2d`)",
+                  keypoints2d_markdown(rep.facts["keypoints2d"])]  # fmt: skip
+    parts += ["## Filter: tau sweep", tau_markdown(rep), "",
               "## Stages", stages_markdown(rep)]  # fmt: skip
     if rep.notes:
         parts += ["", "## Notes", *[f"- {n}" for n in rep.notes]]
@@ -137,6 +168,10 @@ def page(rep: Report) -> str:
         ("Hard poses (top of the EEM ranking) with captions",
          _img(f["hard_gallery"], "gallery") if "hard_gallery" in f else ""),
         ("MSM: MR_init ablation", _md_table_to_html(ablation_markdown(rep))),
+        ("MSM: consistency check", _md_table_to_html(consistency_markdown(rep.facts["consistency"]))
+         if rep.facts.get("consistency") else ""),
+        ("EEM on estimated 2D keypoints", _md_table_to_html(keypoints2d_markdown(rep.facts["keypoints2d"]))
+         if rep.facts.get("keypoints2d") else ""),
         ("Generated motions", "".join(_img(f[k], k) for k in sorted(f) if k.startswith("motion_strip_"))),
         ("Synthetic samples (labels projected)",
          _img(f["contact_sheet"], "contact sheet") if "contact_sheet" in f else ""),

@@ -142,3 +142,95 @@ def test_hard_set_report_against_hidden_truth(world: Path) -> None:
     assert sum(v["count"] for v in report["all"]["families"].values()) == N - 4
     assert report["all"]["mpjpe_mm"] > report["all"]["pa_mpjpe_mm"] > 0
     assert "| challenging (eem) | 5 |" in format_report(report) and report["all"]["unseen_family_share"] == 0.0
+
+
+def test_estimated_keypoints_replace_the_labels_which_are_never_read(world: Path) -> None:
+    from posesyn_core.data.dataset import PoseDataset
+    from posesyn_core.eem.config import EemSection
+    from posesyn_core.eem.score import eem_errors, weight_vector
+    from posesyn_core.eem.stage import estimated_keypoints
+    from posesyn_core.tpe.config import EstimatorRef
+    from posesyn_core.tpe.inference import load_estimator
+
+    store = open_store(world.as_uri())
+    torch.manual_seed(1)  # another tiny model plays the 2D keypoint estimator
+    save_torch(store, "kp/model.pt", checkpoint_dict(TPE(TPEConfig(img_size=32, widths=(4, 8), head_dim=16))))
+    kp = {"path": "kp/model.pt"}
+    result = execute_stage(run_config(world, keypoints2d="estimated", keypoints_estimator=kp, shards=2), "eem")
+    # Broken labels (NaN, none visible, far outside) do not matter: only the image file is missing
+    assert result.manifest["rejected"] == 1
+    assert {r["id"] for r in store.read_jsonl("eem/rejected.jsonl")} == {"s011"}
+    ds = PoseDataset(store, "world/wild2d")
+    keep = [i for i in range(N) if i != 11]
+    images, boxes = [ds.image(i) for i in keep], ds.arrays["bboxes"][keep]
+    tpe2d = load_estimator(store, EstimatorRef(), "cpu").predict(images, boxes).joints2d
+    est = estimated_keypoints(load_estimator(store, EstimatorRef(**kp), "cpu").predict(images, boxes).joints2d
+                              .astype(np.float64), np.full(len(keep), 64.0), np.full(len(keep), 64.0))  # fmt: skip
+    weights = weight_vector(EemSection().weights)
+    expected = eem_errors(tpe2d.astype(np.float64), est.astype(np.float64), "smpl22", weights,
+                          boxes.astype(np.float64)).error  # fmt: skip
+    scores = store.read_jsonl("eem/scores.jsonl")
+    got = np.array([np.nan if s["error"] is None else s["error"] for s in scores])
+    np.testing.assert_allclose(got, expected, rtol=1e-4, equal_nan=True)
+    hard = store.read_jsonl("eem/challenging.jsonl")
+    pos = keep.index(hard[0]["index"])
+    np.testing.assert_allclose(hard[0]["joints2d"], est[pos], atol=0.01)  # what msm/caption fit to
+    assert hard[0]["joint_set"] == "smpl22"
+    assert store.read_json("eem/summary.json")["keypoints2d"]["source"] == "estimated"
+
+    with pytest.raises(ValueError, match="set eem.keypoints_estimator"):
+        EemSection(keypoints2d="estimated")
+    with pytest.raises(ValueError, match="own projection"):
+        EemSection(keypoints2d="estimated", keypoints_estimator={})
+
+
+def test_keypoints2d_comparison_reads_both_runs_files(world: Path) -> None:
+    from posesyn_core.data.dataset import PoseDataset
+    from posesyn_core.eem.evaluate import eem_chunk_prefixes
+    from posesyn_core.eem.keypoints2d import (
+        ESTIMATED,
+        KEYPOINT_ESTIMATOR,
+        compare,
+        estimated_variant,
+        keypoints2d_markdown,
+    )
+    from posesyn_core.eem.stage import load_predictions
+    from posesyn_core.experiment import apply_overrides
+
+    base = run_config(world)
+    execute_stage(base, "eem")
+    est_root = world / "experiments" / ESTIMATED
+    est_root.mkdir(parents=True)
+    for stage in ("world", "tpe-train"):  # as the experiment shares them
+        (est_root / stage).symlink_to(world / stage, target_is_directory=True)
+    torch.manual_seed(1)
+    save_torch(open_store(world.as_uri()), f"experiments/{KEYPOINT_ESTIMATOR.name}/tpe-train/model.pt",
+               checkpoint_dict(TPE(TPEConfig(img_size=32, widths=(4, 8), head_dim=16))))  # fmt: skip
+    data = apply_overrides({"eem": base.eem.model_dump(exclude_defaults=True)}, estimated_variant(base).overrides)
+    execute_stage(run_config(est_root, **data["eem"]), "eem")
+    store = open_store(world.as_uri())
+    rng = np.random.default_rng(0)
+    store.save_npz("world/wild2d_hidden3d.npz", ids=np.array([f"s{i:03d}" for i in range(N)]),
+                   joints3d=rng.normal(0, 0.3, (N, 22, 3)).astype(np.float32))  # fmt: skip
+
+    result = compare(base)
+    hard = {root: {r["id"] for r in open_store(root.as_uri()).read_jsonl("eem/challenging.jsonl")}
+            for root in (world, est_root)}  # fmt: skip
+    assert result["budget"] == 5 and result["overlap"] == len(hard[world] & hard[est_root])
+    # Both keypoint sets against the labels, joint by joint, on the samples both runs scored (not s003/7/9/11)
+    ds = PoseDataset(store, "world/wild2d")
+    tpe, est = (load_predictions(open_store(r.as_uri()), eem_chunk_prefixes(open_store(r.as_uri())))
+                for r in (world, est_root))  # fmt: skip
+    common = sorted(set(tpe["index"].tolist()) & set(est["index"].tolist()))
+    assert result["keypoints"]["samples"] == len(common) == N - 4
+    for name, pred, points in (("tpe_projection", tpe, "joints2d"), ("estimated", est, "keypoints2d")):
+        dists = []
+        for i in common:
+            row = pred[points][list(pred["index"]).index(i)]
+            dists += [np.hypot(*(row[j, :2] - lab[:2])) for j, lab in enumerate(ds.samples[i].joints2d) if lab[2] > 0]
+        assert result["keypoints"][name]["mean_px"] == pytest.approx(np.mean(dists), rel=1e-5)
+    assert 0 <= result["keypoints"]["estimated"]["pck@0.1"] <= 100
+    assert set(result["hard_set"]) == {"gt", "estimated"} and result["hard_set"]["gt"]["samples"] == 5
+    assert result["finetuned"] == {"gt": None, "estimated": None}  # no evaluate stage in this test
+    assert store.read_json("report/keypoints2d.json") == result
+    assert f"{result['overlap']} of 5 samples in both" in keypoints2d_markdown(result)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 from dataclasses import asdict
 from pathlib import Path
@@ -23,7 +24,7 @@ from posesyn_core.motion.vqvae import MotionVQVAE, VQVAEConfig
 from posesyn_core.msm.ablation import mrinit_ablation
 from posesyn_core.msm.config import MsmSection
 from posesyn_core.msm.mrinit import choose_depth_signs, mrinit_roundtrip, upright_roundtrip
-from posesyn_core.msm.pipeline import MotionSynthesisPipeline
+from posesyn_core.msm.pipeline import MotionSynthesisPipeline, caption_scores
 from posesyn_core.pipeline import RunConfig
 from posesyn_core.skeleton import PARENTS
 from posesyn_core.stages import execute_stage
@@ -197,3 +198,96 @@ def test_mrinit_ablation_reports_both_variants(components: dict) -> None:
     assert searched["depth_signs"] == "motion-model"
     assert searched["pseudo_label_mm"] == pytest.approx(pa_mpjpe(chosen, gt).mean())
     assert searched["true_pose_mrinit"] == bound
+
+
+def test_token_log_likelihood_is_the_samplers_own_distribution(components: dict) -> None:
+    synth = synthesizer(components)
+    texts = ["a person does a cartwheel"]
+    mrinit = synth.encode_poses(camera_to_upright(np.array([hard_rows(1)[0]["joints3d"]])))
+    # First position: the sampler's frequencies of one-token motions are exp(log-likelihood)
+    draws = synth.sample(texts, mrinit, max_tokens=1, seed=0, num_samples=3000, stop_on_end=False)
+    freq = np.bincount([d[0] for d in draws], minlength=16) / len(draws)
+    ll = synth.token_log_likelihood(texts * 16, np.repeat(mrinit, 16, 0), [[t] for t in range(16)])
+    np.testing.assert_allclose(np.exp(ll), freq, atol=0.03)
+    assert np.exp(ll).sum() == pytest.approx(1.0, abs=1e-5)  # the end token is never drawn, so not scored
+    # Last position: the greedy motion's last token is the most likely one after its own first tokens
+    greedy = synth.sample(texts, mrinit, max_tokens=4, temperature=0.0, stop_on_end=False)[0]
+    variants = [greedy[:3] + [t] for t in range(16)]
+    scores = synth.token_log_likelihood(texts * 16, np.repeat(mrinit, 16, 0), variants)
+    assert scores.argmax() == greedy[3] and (scores <= 0).all()
+    with pytest.raises(ValueError, match="one length"):
+        synth.token_log_likelihood(texts * 2, None, [[1, 2], [3]])
+
+
+def test_caption_scores_compare_a_motions_caption_with_other_poses(components: dict) -> None:
+    synth = synthesizer(components)
+    poses = np.array([r["joints3d"] for r in hard_rows(4)])
+    caps = [["a person does a cartwheel"], ["someone sits on the floor"], ["a person kicks high"],
+            ["a person lies down flat"]]  # fmt: skip
+    pipe = MotionSynthesisPipeline(synth, "text+mrinit", num_motions=2, num_frames=16, caption_distractors=2)
+    out = pipe(poses, caps, seed=1)
+    assert out.caption_scores.shape == (4, 2) and np.isfinite(out.caption_scores).all()
+    assert np.abs(out.caption_scores).max() > 0
+    plain = MotionSynthesisPipeline(synth, "text+mrinit", num_motions=2, num_frames=16)(poses, caps, seed=1)
+    assert plain.caption_scores is None
+    np.testing.assert_array_equal(plain.motions, out.motions)  # scoring never changes what is sampled
+    # The same caption everywhere explains every motion exactly as well as "the others" do; no text: no score
+    same = pipe(poses, [["a person does a cartwheel"]] * 4, seed=1).caption_scores
+    np.testing.assert_allclose(same, 0.0, atol=1e-6)
+    mr_only = MotionSynthesisPipeline(synth, "mrinit", num_motions=2, num_frames=16, caption_distractors=2)
+    assert np.isnan(mr_only(poses, [[]] * 4, seed=1).caption_scores).all()
+    # A model taught two captions' motions: each motion scores above 0 under its own caption, below 0 under the other
+    taught = copy.deepcopy(components["gpt"])
+    texts, motions = ["a person does a cartwheel", "someone sits on the floor"], [[3] * 4, [7] * 4]
+    feats = torch.from_numpy(components["text_encoder"].encode(texts))
+    prefix = torch.full((2, taught.config.mrinit_len), taught.config.pad_id)
+    targets = torch.tensor([m + [taught.config.end_id] for m in motions])
+    opt = taught.configure_optimizers(lr=1e-2)
+    taught.train()
+    for _ in range(150):
+        opt.zero_grad()
+        taught.loss(feats, prefix, targets, pkeep=1.0).backward()
+        opt.step()
+    synth_taught = MotionSynthesizer(components["vqvae"], taught, components["normalizer"], components["text_encoder"],
+                                     MRINIT_FRAMES)  # fmt: skip
+    right = caption_scores(synth_taught, [[texts[0]], [texts[1]]], None, motions, distractors=1)
+    wrong = caption_scores(synth_taught, [[texts[1]], [texts[0]]], None, motions, distractors=1)
+    assert (right > 1.0).all() and (wrong < -1.0).all()
+
+
+def test_msm_consistency_check_drops_drifted_motions_with_reasons(tmp_path: Path, components: dict) -> None:
+    store = open_store(tmp_path.as_uri())
+    save_motion_model(store, "motion-train", components)
+    rows = hard_rows(6)
+    store.write_jsonl("eem/challenging.jsonl", rows)
+    store.write_jsonl("caption/captions.jsonl", [{"id": r["id"], "captions": [f"a person moves {r['id']}"]}
+                                                 for r in rows])  # fmt: skip
+    section = {"num_motions": 2, "num_frames": 16, "chunk_size": 3, "batch_size": 3}
+    run = RunConfig.model_validate({"name": "t", "root": tmp_path.as_uri(), "stages": ["msm"], "device": "cpu",
+                                    "msm": section})  # fmt: skip
+    execute_stage(run, "msm")
+    plain = read_motions(store, "msm/motions")
+    pose_mm = np.array([c.meta["best_pa_mpjpe_mm"] for c in plain])
+    assert "caption_score" not in plain[0].meta and not store.exists("msm/dropped.jsonl")
+
+    limit = float(np.median(pose_mm))
+    check = {"max_pose_mm": limit, "min_caption_score": 0.0, "distractors": 2}
+    checked = run.model_copy(update={"msm": MsmSection(**section, consistency=check, shards=2)})
+    result = execute_stage(checked, "msm", force=True)
+    kept = read_motions(store, "msm/motions")
+    dropped = store.read_jsonl("msm/dropped.jsonl")
+    assert len(kept) + len(dropped) == 12 and dropped
+    assert all(c.meta["best_pa_mpjpe_mm"] <= limit and c.meta["caption_score"] >= 0 for c in kept)
+    by_id = {c.id: c.meta["best_pa_mpjpe_mm"] for c in plain}
+    for d in dropped:  # the same motions as without the check; each dropped one says why
+        assert d["best_pa_mpjpe_mm"] == by_id[d["id"]]
+        assert ("pose drift" in d["reasons"]) == (d["best_pa_mpjpe_mm"] > limit)
+        assert ("caption drift" in d["reasons"]) == (d["caption_score"] < 0)
+    counts, summary = result.manifest["counts"], store.read_json("msm/summary.json")["consistency"]
+    assert counts["motions"] == len(kept) == summary["kept"]
+    assert counts["motions_dropped_pose_drift"] == summary["dropped_by_reason"]["pose drift"] == np.sum(pose_mm > limit)
+    assert counts.get("motions_dropped_caption_drift", 0) == summary["dropped_by_reason"]["caption drift"]
+    assert summary["hard_poses_without_motion"] == 6 - len({c.meta["source_id"] for c in kept})
+
+    with pytest.raises(ValueError, match="no caption to score"):
+        MsmSection(conditioning="mrinit", consistency={"min_caption_score": 0.0})
