@@ -33,3 +33,26 @@ def test_variant_shares_upstream_and_reruns_changed_stage(tmp_path):
     assert execute_stage(run, "total").status == "done"
     base_sum = open_store(base.root).read_json("total/total.json")["sum"]
     assert open_store(run.root).read_json("total/total.json")["sum"] == 2 * base_sum
+
+
+def test_the_builtin_experiment_variants_are_valid_configs_of_the_demo(tmp_path):
+    """Every built-in variant (ablations, the keypoints2d pair) loads as a valid config of the demo run."""
+    import shutil
+    from pathlib import Path
+
+    from posesyn_core.eem.keypoints2d import KEYPOINT_ESTIMATOR, estimated_variant
+    from posesyn_core.experiment import ABLATIONS
+
+    demo = tmp_path / "demo.yaml"
+    shutil.copy(Path(__file__).parents[2] / "examples" / "demo.yaml", demo)
+    base = load_run_config(demo)
+    for variant in (*ABLATIONS, KEYPOINT_ESTIMATOR, estimated_variant(base)):
+        _, run = load_variant(demo, variant)
+        assert run.root == base.root + f"/experiments/{variant.name}"
+    _, kp = load_variant(demo, KEYPOINT_ESTIMATOR)
+    assert kp.stages == ["world", "tpe-train"] and kp.section("tpe-train").datasets == ["world/lab3d"]
+    _, est = load_variant(demo, estimated_variant(base))
+    eem = est.section("eem")
+    assert eem.keypoints2d == "estimated" and eem.keypoints_estimator.path == kp.root + "/tpe-train/model.pt"
+    _, checked = load_variant(demo, next(v for v in ABLATIONS if v.name == "consistency"))
+    assert checked.section("msm").consistency.enabled

@@ -26,6 +26,7 @@ from posesyn_core.msm.config import MsmSection
 from posesyn_core.msm.mrinit import choose_depth_signs, mrinit_roundtrip, upright_roundtrip
 from posesyn_core.msm.pipeline import MotionSynthesisPipeline, caption_scores
 from posesyn_core.pipeline import RunConfig
+from posesyn_core.report.render import consistency_markdown
 from posesyn_core.skeleton import PARENTS
 from posesyn_core.stages import execute_stage
 from posesyn_core.storage import open_store
@@ -288,6 +289,8 @@ def test_msm_consistency_check_drops_drifted_motions_with_reasons(tmp_path: Path
     assert counts["motions_dropped_pose_drift"] == summary["dropped_by_reason"]["pose drift"] == np.sum(pose_mm > limit)
     assert counts.get("motions_dropped_caption_drift", 0) == summary["dropped_by_reason"]["caption drift"]
     assert summary["hard_poses_without_motion"] == 6 - len({c.meta["source_id"] for c in kept})
+    table = consistency_markdown({"variant": "run", **summary})
+    assert f"| pose drift | {summary['dropped_by_reason']['pose drift']} |" in table and dropped[0]["id"] in table
 
     with pytest.raises(ValueError, match="no caption to score"):
         MsmSection(conditioning="mrinit", consistency={"min_caption_score": 0.0})
