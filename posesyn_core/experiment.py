@@ -39,7 +39,7 @@ ABLATIONS = (
     Variant("real-only", {"finetune.synthetic": "none"}, "(b) fine-tuned on real data only, same steps"),
     Variant("random", {"eem.selection": "random"}, "(d) random 2D samples instead of EEM, same synthetic budget"),
     Variant("text-only", {"msm.conditioning": "text"}, "MSM without MR_init (text only)"),
-    Variant("consistency", {"msm.consistency": {"max_pose_mm": 100.0, "min_caption_score": 0.0}},
+    Variant("consistency", {"msm.consistency": {"max_pose_mm": 180.0, "min_caption_score": 0.0}},
             "MSM's consistency check: motions drifted from their hard pose or caption dropped before animate"),
     *(Variant(f"tau-{t}", {"filter.tau_mm": float(t)}, f"filter threshold tau = {t} mm")
       for t in (40, 80, 120, 160, 200)),
