@@ -60,19 +60,30 @@ def import_group() -> None:
 @click.argument("src", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("dest")
 @import_options
+@click.option("--detections", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="A detector's keypoints (COCO keypoint results JSON) on SRC's images, imported instead of SRC's "
+              "labels: for EEM on a photo set without 2D labels.")  # fmt: skip
+@click.option("--min-score", type=float, default=0.0, show_default=True,
+              help="--detections: keep person detections scoring at least this.")  # fmt: skip
+@click.option("--min-keypoint-score", type=float, default=0.2, show_default=True,
+              help="--detections: a keypoint scoring at least this counts as visible.")  # fmt: skip
 def import_coco_cmd(src: Path, dest: str, image_dir: Path | None, name: str | None, crop_scale: float,
-                    max_side: int, part_size: int, max_bad_fraction: float) -> None:  # fmt: skip
-    """Import COCO keypoints: SRC is person_keypoints_*.json.
+                    max_side: int, part_size: int, max_bad_fraction: float, detections: Path | None,
+                    min_score: float, min_keypoint_score: float) -> None:  # fmt: skip
+    """Import COCO keypoints: SRC is person_keypoints_*.json (only its `images` with --detections).
 
     \b
-    Example:
+    Examples:
       posesyn data import coco annotations/person_keypoints_val2017.json data/coco-val --images val2017
+      posesyn data import coco annotations/person_keypoints_val2017.json data/coco-val-det --images val2017 \\
+        --detections detector_keypoints_val2017_results.json --min-score 0.5
     """
     from posesyn_core.data.coco import import_coco
 
     opts = ImportOptions(crop_scale=crop_scale, max_side=max_side, part_size=part_size)
-    summary = import_coco(src, image_dir or src.parent, _store_for(dest), "", name or "coco", opts,
-                          max_bad_fraction)  # fmt: skip
+    summary = import_coco(src, image_dir or src.parent, _store_for(dest), "", name or ("coco-detections" if
+                          detections else "coco"), opts, max_bad_fraction, detections, min_score,
+                          min_keypoint_score)  # fmt: skip
     _report(summary, dest)
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from posesyn_core.data.coco import import_coco
+from posesyn_core.data.coco import import_coco, read_coco_detections
 from posesyn_core.data.commands import data_group
 from posesyn_core.data.dataset import PoseDataset
 from posesyn_core.data.import2d import ImportOptions
@@ -99,6 +99,33 @@ def test_coco_import_keeps_good_and_quarantines_bad(coco_dir: Path, tmp_path: Pa
     img = ds.image(ds.index()["coco-12"])  # grayscale source comes back as 3-channel RGB
     assert img.shape == (s["coco-12"].height, s["coco-12"].width, 3)
     assert np.allclose(ds.arrays["bboxes"][ds.index()["coco-10"]], [6, 12, 60, 120])
+
+
+def test_coco_detections_replace_the_labels(coco_dir: Path, tmp_path: Path) -> None:
+    """A detector's keypoint results on the COCO file's images: its labels are never read."""
+    confident = _coco_kp(32, 44)
+    confident[2::3] = [0.9] * 16 + [0.1]  # the last keypoint scores too low to count as visible
+    detections = [
+        {"image_id": 1, "category_id": 1, "keypoints": confident, "score": 0.95},
+        {"image_id": 2, "category_id": 1, "keypoints": _coco_kp(40, 60, vis=1), "score": 0.3},  # below --min-score
+        {"image_id": 99, "category_id": 1, "keypoints": _coco_kp(1, 1), "score": 0.9},
+        {"image_id": 1, "category_id": 1, "keypoints": [1.0] * 10, "score": 0.9},
+    ]
+    (tmp_path / "det.json").write_text(json.dumps(detections))
+    store = open_store(str(tmp_path / "out"))
+    summary = import_coco(coco_dir / "img" / "person_keypoints.json", coco_dir / "img", store, "det", "det",
+                          ImportOptions(crop_scale=1.2), detections=tmp_path / "det.json", min_score=0.5)  # fmt: skip
+    assert summary["accepted"] == 1
+    reasons = {r["id"]: r["reason"] for r in store.read_jsonl("det/rejected.jsonl")}
+    assert reasons == {"coco-det2": "unknown image id", "coco-det3": "wrong number of keypoints"}
+    (sample,) = PoseDataset(store, "det").samples
+    assert sample.id == "coco-det0" and sample.meta["source"] == "coco-detections" and sample.meta["score"] == 0.95
+    kp = np.array(sample.joints2d)
+    assert (kp[:16, 2] == 1).all() and kp[16, 2] == 0
+    np.testing.assert_allclose(kp[0, :2] + sample.meta["crop"][:2], [32 + 10, 44 + 5])
+    (tmp_path / "bad.json").write_text(json.dumps({"annotations": []}))
+    with pytest.raises(DataError, match="not a COCO keypoint results file"):
+        list(read_coco_detections(coco_dir / "img" / "person_keypoints.json", tmp_path / "bad.json"))
 
 
 def test_large_images_are_downscaled_with_keypoints(tmp_path: Path) -> None:
