@@ -119,7 +119,8 @@ def keypoints2d_markdown(result: dict) -> str:
     if result.get("hard_set"):
         lines.append("")
         for name, label in (("gt", "GT 2D labels"), ("estimated", "estimated 2D")):
-            top = list(result["hard_set"][name]["families"].items())[:5]
+            families = result["hard_set"][name]["families"]  # (stored JSON has its keys sorted: sort by share)
+            top = sorted(families.items(), key=lambda kv: (-kv[1]["share"], kv[0]))[:5]
             lines.append(f"Hard set on {label}, largest families: "
                          + ", ".join(f"{fam} {v['share']:.0%}" for fam, v in top) + ".")  # fmt: skip
     return "\n".join(lines) + "\n"

@@ -234,3 +234,6 @@ def test_keypoints2d_comparison_reads_both_runs_files(world: Path) -> None:
     assert result["finetuned"] == {"gt": None, "estimated": None}  # no evaluate stage in this test
     assert store.read_json("report/keypoints2d.json") == result
     assert f"{result['overlap']} of 5 samples in both" in keypoints2d_markdown(result)
+    stored = store.read_json("report/keypoints2d.json")  # keys sorted: the table still lists families by share
+    largest = max(stored["hard_set"]["gt"]["families"].items(), key=lambda kv: kv[1]["share"])[0]
+    assert f"Hard set on GT 2D labels, largest families: {largest} " in keypoints2d_markdown(stored)
