@@ -36,7 +36,7 @@ class JointWeights(StrictModel):
 class EemSection(StageSection):
     """Run the TPE over a 2D dataset, score each sample with the root-relative weighted 2D error, rank."""
 
-    added_keys = frozenset({"everyday_share", "keypoints2d", "keypoints_estimator"})
+    added_keys = frozenset({"everyday_share", "keypoints2d", "keypoints_estimator", "alignment"})
 
     dataset: str = Field(
         "world/wild2d",
@@ -70,6 +70,12 @@ class EemSection(StageSection):
         "does not unlearn the common poses; 0 = the paper's top K_C. No effect (set to 0) under selection random."
     )  # fmt: skip
     weights: JointWeights = Field(default_factory=JointWeights, description="Per-joint error weights w_n.")
+    alignment: Literal["root", "similarity"] = Field(
+        "root", description="root: the paper's root-relative error, which counts a wrong body orientation (upside "
+        "down, tilted) in full; similarity: the prediction is first rotated and scaled in the image plane about the "
+        "root to fit the keypoints, so the hard set is ranked by the articulation only (the 2D counterpart of "
+        "PA-MPJPE); references stay the lowest root-relative errors. No effect (set to root) under selection random."
+    )  # fmt: skip
     normalize_by_weight: bool = Field(
         True, description="Divide the weighted sum by the weight of the joints used (samples with few visible "
         "joints stay comparable); false = the paper's plain sum."
@@ -83,12 +89,12 @@ class EemSection(StageSection):
 
     @model_validator(mode="before")
     @classmethod
-    def _share_only_splits_eem_selection(cls, data: object) -> object:
-        """A random draw has no cut to split, so the share means nothing there. Dropping it keeps a run's random
-        baseline (`eem.selection=random` over a config with a share) the very stage it was without one: same
-        fingerprint, nothing redone."""
+    def _ranking_keys_only_matter_to_eem_selection(cls, data: object) -> object:
+        """A random draw ranks nothing: it has no cut to split and no use for the score's alignment. Dropping both
+        keeps a run's random baseline (`eem.selection=random` over a config that sets them) the very stage it was
+        without them: same fingerprint, nothing redone."""
         if isinstance(data, dict) and data.get("selection") == "random":
-            data = {k: v for k, v in data.items() if k != "everyday_share"}
+            data = {k: v for k, v in data.items() if k not in ("everyday_share", "alignment")}
         return data
 
     @model_validator(mode="after")

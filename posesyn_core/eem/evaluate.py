@@ -65,6 +65,7 @@ def hard_set_report(store: Store, hidden: dict[str, np.ndarray], eem_prefix: str
 
     everything, hard = block(np.ones(len(err), bool)), block(is_hard)
     return {"selection": summary["selection"], "everyday": summary.get("challenging_everyday", 0),
+            "alignment": summary.get("alignment", "root"),
             "all": everything, "challenging": hard,
             "mpjpe_ratio": hard["mpjpe_mm"] / everything["mpjpe_mm"]}  # fmt: skip
 
@@ -73,7 +74,8 @@ def format_report(report: dict, top: int = 10) -> str:
     """Markdown: error table, then the family shares side by side (families of the hard set first)."""
     a, h = report["all"], report["challenging"]
     everyday = report.get("everyday", 0)
-    selection = report["selection"] + (f", {everyday} of them drawn below the cut" if everyday else "")
+    selection = report["selection"] + (", similarity-aligned 2D error" if report.get("alignment") == "similarity"
+                                       else "") + (f", {everyday} of them drawn below the cut" if everyday else "")
     lines = ["| set | samples | MPJPE (mm) | PA-MPJPE (mm) | unseen families |", "|---|---|---|---|---|",
              f"| all | {a['samples']} | {a['mpjpe_mm']:.1f} | {a['pa_mpjpe_mm']:.1f} "
              f"| {a['unseen_family_share']:.1%} |",

@@ -3,6 +3,9 @@
     Err = sum_{n != root} w_n * v_n * || (P_n - P_root) - (G_n - G_root) ||  /  (sum_n w_n v_n)  /  scale
 
 P = the TPE's 3D prediction projected to the image (its weak-perspective camera), G = GT 2D, v_n = GT visibility.
+With `alignment: similarity` the root-relative P is first rotated and scaled in the image plane about the root to
+fit G best (weighted least squares), so a body the TPE got upside down or tilted but articulated right costs
+little and the score measures the articulation, the 2D counterpart of PA-MPJPE.
 Only the joints the dataset's set shares with SMPL22 count (`skeleton.shared_joints`); the root is the pelvis, or
 the mid-hip where the set has none (`root_2d` / `canonical_root_2d`), and must be visible in the GT (an occluded
 pelvis falls back to the mid-hip of two visible hips). The two
@@ -68,7 +71,7 @@ def person_scale(gt2d: np.ndarray, bboxes: np.ndarray, mode: str) -> np.ndarray:
 
 def eem_errors(
     pred2d: np.ndarray, gt2d: np.ndarray, joint_set: str, weights: np.ndarray, bboxes: np.ndarray,
-    normalize_by_weight: bool = True, scale: str = "bbox", min_joints: int = 4,
+    normalize_by_weight: bool = True, scale: str = "bbox", min_joints: int = 4, alignment: str = "root",
 ) -> Scores:  # fmt: skip
     """pred2d (N, 22, 2) canonical joints in pixels; gt2d (N, J, 3) in `joint_set` with visibility."""
     canon, in_set = shared_joints(joint_set)
@@ -86,8 +89,10 @@ def eem_errors(
     p = pred2d[:, canon] - pred_root[:, None]  # (N, K, 2)
     g = gt2d[:, in_set, :2] - gt_root[:, None]  # (N, K, 2)
     vis = (gt2d[:, in_set, 2] > 0) & np.isfinite(g).all(-1)  # (N, K)
-    dist = np.linalg.norm(np.nan_to_num(p - g), axis=-1)  # (N, K)
     w = weights[canon][None] * vis
+    if alignment == "similarity":
+        p = similarity_align_2d(p, np.nan_to_num(g), w)
+    dist = np.linalg.norm(np.nan_to_num(p - g), axis=-1)  # (N, K)
     raw = (w * dist).sum(1)
     wsum = w.sum(1)
     used = vis.sum(1)
@@ -96,6 +101,18 @@ def eem_errors(
         px = np.where(ok, raw / np.maximum(wsum, 1e-12), np.nan)
         err = (raw / np.maximum(wsum, 1e-12) if normalize_by_weight else raw) / person_scale(gt2d, bboxes, scale)
     return Scores(np.where(ok, err, np.nan), px, used)
+
+
+def similarity_align_2d(p: np.ndarray, g: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """(N, K, 2) root-relative points p rotated and scaled about the origin to fit g with weights w (N, K).
+
+    As complex numbers a similarity about the origin is one multiplication, p -> z p, and the weighted least-squares
+    z is sum(w conj(p) g) / sum(w |p|^2): no reflection, no SVD."""
+    pc, gc = p[..., 0] + 1j * p[..., 1], g[..., 0] + 1j * g[..., 1]
+    den = (w * np.abs(pc) ** 2).sum(1, keepdims=True)
+    z = np.where(den > 0, (w * np.conj(pc) * gc).sum(1, keepdims=True) / np.maximum(den, 1e-12), 1.0)
+    q = z * pc
+    return np.stack([q.real, q.imag], -1)
 
 
 def full_body_in_image(gt2d: np.ndarray, width: np.ndarray, height: np.ndarray) -> np.ndarray:

@@ -3,15 +3,18 @@
 Per shard, `eem/shards/<i>-of-<n>/chunks/chunk-<c>.npz` (atomic, skipped when present on resume) holds, for the
 chunk's scorable-or-not samples: index, joints3d (root-relative camera frame, m), cam (s, tx, ty), joints2d
 (predicted, px), error, error_px, joints_used; plus the ids and reasons of the chunk's rejected samples; with
+`alignment: similarity` also error_root (the paper's root-relative error, which picks the references); with
 `keypoints2d: estimated` also keypoints2d (N, 22, 3): the 2D estimator's SMPL22 keypoints with visibility, which
 stand in for the labels everywhere (scores, the rows' joints2d / joint_set, the references' full-body test).
 
 Finalize writes under `eem/`:
-    scores.jsonl          every predicted sample: id, index, error (null = not scorable), error_px, joints_used
+    scores.jsonl          every predicted sample: id, index, error (null = not scorable; after a similarity fit in the
+                          image plane with `alignment: similarity`), error_px, joints_used
     challenging.jsonl     the top K_C (or a random K_C, `selection: random`; `everyday_share` of it drawn from
                           below the cut, then each row says `selected`: eem | everyday): rank, id, error, pseudo-label
                           joints3d, cam, bbox, image key, dataset, size, family + source meta
-    references.jsonl      K_NC lowest-error samples whose joints are all visible and inside the image
+    references.jsonl      K_NC lowest-error samples whose joints are all visible and inside the image (by the
+                          root-relative error also with `alignment: similarity`: their pseudo-label places the body)
     summary.json          counts, error statistics, family histograms (all vs challenging) when meta has families
     score_histogram.png   the score distribution with the K_C cut
 """
@@ -88,9 +91,12 @@ def _predict_chunk(ctx: StageContext, ds: PoseDataset, estimator, indices: range
             size = np.array([[ds.samples[i].width, ds.samples[i].height] for i in good], np.float64).reshape(-1, 2)
             reference2d = estimated_keypoints(np.asarray(est.joints2d, np.float64), size[:, 0], size[:, 1])
         out["keypoints2d"] = reference2d
-    scores = eem_errors(out["joints2d"].astype(np.float64), np.asarray(reference2d, np.float64), joint_set,
-                        weight_vector(cfg.weights), arrays["bboxes"][good_idx].astype(np.float64),
-                        cfg.normalize_by_weight, cfg.scale, cfg.min_joints)  # fmt: skip
+    score_args = (out["joints2d"].astype(np.float64), np.asarray(reference2d, np.float64), joint_set,
+                  weight_vector(cfg.weights), arrays["bboxes"][good_idx].astype(np.float64),
+                  cfg.normalize_by_weight, cfg.scale, cfg.min_joints)  # fmt: skip
+    scores = eem_errors(*score_args, alignment=cfg.alignment)
+    if cfg.alignment != "root":  # references are still chosen by the paper's error (see finalize)
+        out["error_root"] = eem_errors(*score_args).error
     out.update(error=scores.error, error_px=scores.error_px, joints_used=scores.joints_used.astype(np.int64),
                rejected_ids=np.array([r[0] for r in rejected], dtype=str),
                rejected_reasons=np.array([r[1] for r in rejected], dtype=str))  # fmt: skip
@@ -129,10 +135,10 @@ def run(ctx: StageContext) -> None:
 
 def load_predictions(store: Store, chunk_prefixes: list[str]) -> dict[str, np.ndarray]:
     """Every shard's chunk arrays (index, joints3d, cam, joints2d, error, error_px, joints_used and, with estimated
-    keypoints, keypoints2d), by index."""
+    keypoints, keypoints2d; with a similarity-aligned score, error_root), by index."""
     parts = [store.load_npz(k) for prefix in chunk_prefixes for k in store.list(prefix) if k.endswith(".npz")]
     names = ("index", "joints3d", "cam", "joints2d", "error", "error_px", "joints_used")
-    names += ("keypoints2d",) if parts and "keypoints2d" in parts[0] else ()
+    names += tuple(n for n in ("keypoints2d", "error_root") if parts and n in parts[0])
     allp = {n: np.concatenate([p[n] for p in parts]) if parts else np.zeros(0) for n in names}
     order = np.argsort(allp["index"], kind="stable")
     return {n: v[order] for n, v in allp.items()}
@@ -214,11 +220,15 @@ def finalize(ctx: StageContext) -> None:
 
     width = np.array([samples[i].width for i in idx], np.float64)
     height = np.array([samples[i].height for i in idx], np.float64)
-    usable = full_body_in_image(keypoints, width, height) & np.isfinite(error)
+    # References: the TPE's pseudo-label places the animated body, so its orientation must be right too; they are
+    # the lowest by the paper's root-relative error whatever the hard set is ranked by.
+    placement_error = p.get("error_root", error)
+    usable = full_body_in_image(keypoints, width, height) & np.isfinite(placement_error)
     usable[hard] = False
     cand = np.flatnonzero(usable)
-    refs = cand[np.argsort(error[cand], kind="stable")[: cfg.num_references]]
-    ctx.store.write_jsonl(ctx.key("references.jsonl"), (row(int(q), r) for r, q in enumerate(refs)))
+    refs = cand[np.argsort(placement_error[cand], kind="stable")[: cfg.num_references]]
+    ctx.store.write_jsonl(ctx.key("references.jsonl"), (row(int(q), r, error=round(float(placement_error[q]), 6))
+                                                        for r, q in enumerate(refs)))  # fmt: skip
 
     finite = error[np.isfinite(error)]
     cut = float(error[hard[~everyday]].min()) if (~everyday).any() and cfg.selection == "eem" else None
@@ -241,6 +251,8 @@ def finalize(ctx: StageContext) -> None:
     }  # fmt: skip
     if cfg.everyday_share:  # (absent at the default: the paper's selection writes what it always wrote)
         summary["challenging_everyday"] = int(everyday.sum())
+    if cfg.alignment != "root":
+        summary["alignment"] = cfg.alignment
     if estimated:
         summary["keypoints2d"] = {"source": "estimated", "estimator": cfg.keypoints_estimator.model_dump()}
     ctx.store.write_json(ctx.key("summary.json"), summary)

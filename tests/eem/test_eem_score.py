@@ -80,6 +80,27 @@ def test_occluded_pelvis_falls_back_to_mid_hip() -> None:
     assert np.isnan(eem_errors(pred, gt, "smpl22", w, np.array([[0, 0, 100, 100.0]])).error[0])
 
 
+def test_similarity_alignment_scores_articulation_not_orientation() -> None:
+    pred = _pose2d(seed=3)
+    root = pred[:, :1]
+    turn = np.array([[0.0, -1.0], [1.0, 0.0]])  # 90 degrees in the image plane
+    gt = _smpl_gt((pred - root) @ turn.T * 1.3 + root + 9.0)  # turned, 1.3x larger, shifted: same articulation
+    w, bboxes = weight_vector(JointWeights()), np.array([[0, 0, 100, 100.0]])
+    assert eem_errors(pred, gt, "smpl22", w, bboxes).error[0] > 0.3  # the paper's error counts the orientation
+    assert eem_errors(pred, gt, "smpl22", w, bboxes, alignment="similarity").error[0] == pytest.approx(0, abs=1e-9)
+    # A mirror image is not a similarity: it keeps its error.
+    mirrored = _smpl_gt((pred - root) * np.array([-1.0, 1.0]) + root)
+    assert eem_errors(pred, mirrored, "smpl22", w, bboxes, alignment="similarity").error[0] > 0.1
+    # A wrong wrist costs the same on the turned body as on the upright one (in proportion to its size).
+    bent, bent_turned = _smpl_gt(pred.copy()), gt.copy()
+    wrist = SMPL22.index("left_wrist")
+    bent[0, wrist, :2] += 15.0
+    bent_turned[0, wrist, :2] += 1.3 * (turn @ np.array([15.0, 15.0]))
+    upright = eem_errors(pred, bent, "smpl22", w, bboxes, alignment="similarity").error[0]
+    turned = eem_errors(pred, bent_turned, "smpl22", w, bboxes, alignment="similarity").error[0] / 1.3
+    assert upright > 0.01 and turned == pytest.approx(upright, rel=1e-6)
+
+
 def test_scale_modes_make_sizes_comparable() -> None:
     pred = _pose2d(seed=1)
     gt = _smpl_gt(pred.copy())

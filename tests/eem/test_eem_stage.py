@@ -119,13 +119,58 @@ def test_everyday_share_draws_part_of_the_budget_below_the_cut(world: Path) -> N
     assert store.read_bytes("eem/challenging.jsonl") == first
 
 
-def test_everyday_share_is_dropped_under_random_selection() -> None:
+def test_similarity_alignment_ranks_by_the_aligned_error(world: Path) -> None:
+    from posesyn_core.data.dataset import PoseDataset
+    from posesyn_core.eem.config import EemSection
+    from posesyn_core.eem.evaluate import eem_chunk_prefixes, format_report, hard_set_report, load_hidden3d
+    from posesyn_core.eem.score import eem_errors, weight_vector
+    from posesyn_core.eem.stage import load_predictions
+    from posesyn_core.stages import section_hash
+
+    store = open_store(world.as_uri())
+    torch.manual_seed(2)  # a TPE whose poses vary (the default tiny one starts at the all-zero mean pose)
+    model = TPE(TPEConfig(img_size=32, widths=(4, 8), head_dim=16))
+    torch.nn.init.normal_(model.head[-1].weight, std=0.3)
+    torch.nn.init.normal_(model.head[-1].bias, std=0.3)
+    save_torch(store, "tpe-train/model.pt", checkpoint_dict(model))
+    execute_stage(run_config(world, shards=2), "eem")
+    root_scores = {r["id"]: r["error"] for r in store.read_jsonl("eem/scores.jsonl")}
+    execute_stage(run_config(world, shards=2, alignment="similarity"), "eem")
+    # Every stored score is the aligned error of the stored prediction against the labels; the top K_C are its largest.
+    ds = PoseDataset(store, "world/wild2d")
+    p = load_predictions(store, eem_chunk_prefixes(store))
+    arrays = {k: v[p["index"]].astype(np.float64) for k, v in ds.arrays.items() if k in ("joints2d", "bboxes")}
+    expected = eem_errors(p["joints2d"].astype(np.float64), arrays["joints2d"], "smpl22",
+                          weight_vector(EemSection().weights), arrays["bboxes"], alignment="similarity").error
+    np.testing.assert_allclose(p["error"], expected, rtol=1e-12)
+    scores = {r["id"]: r["error"] for r in store.read_jsonl("eem/scores.jsonl")}
+    assert scores.keys() == root_scores.keys() and sum(scores.values()) < sum(root_scores.values())
+    hard = store.read_jsonl("eem/challenging.jsonl")
+    assert [h["id"] for h in hard] == sorted(scores, key=lambda i: -scores[i])[:5]
+    assert store.read_json("eem/summary.json")["alignment"] == "similarity"
+    # The references stay the lowest by the root-relative error: their pseudo-label's orientation places the body.
+    refs = store.read_jsonl("eem/references.jsonl")
+    root_refs = sorted((i for i in root_scores if i not in {h["id"] for h in hard}), key=lambda i: root_scores[i])
+    assert [r["id"] for r in refs] == root_refs[:3]
+    assert [r["error"] for r in refs] == [root_scores[i] for i in root_refs[:3]]
+    ids = np.array([f"s{i:03d}" for i in range(N)])
+    store.save_npz("world/wild2d_hidden3d.npz", ids=ids, joints3d=np.zeros((N, 22, 3), np.float32))
+    assert "challenging (eem, similarity-aligned 2D error)" in format_report(
+        hard_set_report(store, load_hidden3d(store, "world/wild2d_hidden3d.npz")))
+    # An added key: at its default, a run's eem keeps the fingerprint it had before the key existed.
+    assert section_hash(EemSection(alignment="root")) == section_hash(EemSection())
+    assert section_hash(EemSection(alignment="similarity")) != section_hash(EemSection())
+
+
+def test_ranking_keys_are_dropped_under_random_selection() -> None:
     from posesyn_core.eem.config import EemSection
     from posesyn_core.stages import section_hash
 
-    # A run with a share and its random baseline: the baseline's eem is the one it was before shares existed.
-    random = EemSection(selection="random", everyday_share=0.67)
-    assert random.everyday_share == 0 and section_hash(random) == section_hash(EemSection(selection="random"))
+    # A run with a share and an alignment, and its random baseline: the baseline's eem is the one it was before
+    # either key existed.
+    random = EemSection(selection="random", everyday_share=0.67, alignment="similarity")
+    assert random.everyday_share == 0 and random.alignment == "root"
+    assert section_hash(random) == section_hash(EemSection(selection="random"))
     assert section_hash(EemSection(everyday_share=0.67)) != section_hash(EemSection())
 
 
