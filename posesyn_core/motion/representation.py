@@ -108,69 +108,76 @@ def rotate_yaw(yaw: np.ndarray | float, v: np.ndarray) -> np.ndarray:
 
 # --- joints -> features -------------------------------------------------------------------------------------------
 def facing_yaw(joints: np.ndarray, smooth: bool = True) -> np.ndarray:
-    """Per-frame yaw (T,) that turns the body's forward direction to +z, as HumanML3D's IK root rotation.
+    """Per-frame yaw (..., T) of (..., T, 22, 3) joints that turns the body's forward direction to +z, as
+    HumanML3D's IK root rotation.
 
     HumanML3D's IK takes across = (l_hip - r_hip) + (r_shoulder - l_shoulder) (its face_joint_indx unpacking makes
     the hip term point left and the shoulder term right; shoulders are wider, so across points right), forward =
     up x across, smoothed over time."""
-    across = (joints[:, 1] - joints[:, 2]) + (joints[:, 17] - joints[:, 16])
+    across = (joints[..., 1, :] - joints[..., 2, :]) + (joints[..., 17, :] - joints[..., 16, :])
     across = across / np.linalg.norm(across, axis=-1, keepdims=True)
-    forward = np.cross(np.array([[0.0, 1.0, 0.0]]), across)
-    if smooth:
-        forward = gaussian_filter1d(forward, FORWARD_SMOOTHING, axis=0, mode="nearest")
-    return -np.arctan2(forward[:, 0], forward[:, 2])
-
-
-def _initial_yaw(joints0: np.ndarray) -> float:
-    """HumanML3D's 'all initially face Z+' rotation (frame 0, unsmoothed, across = r_hip - l_hip + r_sh - l_sh)."""
-    across = (joints0[2] - joints0[1]) + (joints0[17] - joints0[16])
     forward = np.cross(np.array([0.0, 1.0, 0.0]), across)
-    return float(-np.arctan2(forward[0], forward[2]))
+    if smooth:
+        forward = gaussian_filter1d(forward, FORWARD_SMOOTHING, axis=-2, mode="nearest")
+    return -np.arctan2(forward[..., 0], forward[..., 2])
+
+
+def _initial_yaw(joints0: np.ndarray) -> np.ndarray:
+    """HumanML3D's 'all initially face Z+' rotation of (..., 22, 3) first frames -> (...,) (unsmoothed, across =
+    r_hip - l_hip + r_sh - l_sh)."""
+    across = (joints0[..., 2, :] - joints0[..., 1, :]) + (joints0[..., 17, :] - joints0[..., 16, :])
+    forward = np.cross(np.array([0.0, 1.0, 0.0]), across)
+    return -np.arctan2(forward[..., 0], forward[..., 2])
 
 
 def _local_rotations_6d(joints: np.ndarray, root_yaw: np.ndarray) -> np.ndarray:
-    """HumanML3D's `inverse_kinematics_np` + `quaternion_to_cont6d_np`: (T, 21, 6) rotations of joints 1..21."""
+    """HumanML3D's `inverse_kinematics_np` + `quaternion_to_cont6d_np`: (..., T, 22, 3) joints and (..., T) root
+    yaw -> (..., T, 21, 6) rotations of joints 1..21."""
     root_quat = _yaw_quat(root_yaw)
     quats = np.zeros(joints.shape[:-1] + (4,))
-    quats[:, 0] = root_quat
+    quats[..., 0, :] = root_quat
     for chain in KINEMATIC_CHAIN:
         r = root_quat
         for parent, child in zip(chain[:-1], chain[1:], strict=False):
-            u = np.broadcast_to(RAW_OFFSETS[child], (len(joints), 3))
-            v = joints[:, child] - joints[:, parent]
+            u = np.broadcast_to(RAW_OFFSETS[child], joints.shape[:-2] + (3,))
+            v = joints[..., child, :] - joints[..., parent, :]
             v = v / np.linalg.norm(v, axis=-1, keepdims=True)
             local = _qmul(_qinv(r), _qbetween(u, v))
-            quats[:, child] = local
+            quats[..., child, :] = local
             r = _qmul(r, local)
-    mats = _quat_to_matrix(quats[:, 1:])
+    mats = _quat_to_matrix(quats[..., 1:, :])
     return np.concatenate([mats[..., 0], mats[..., 1]], -1)
 
 
 def joints_to_features(joints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(T, 22, 3) world-frame joints (metres, y up, floor y = 0, T >= 2) -> features (T-1, 263) float64 and the
-    origin (3,) = (root x, root z, facing yaw) at frame 0 that `features_to_joints` needs to return to the world."""
+    """(..., T, 22, 3) world-frame joints (metres, y up, floor y = 0, T >= 2) -> features (..., T-1, 263) float64
+    and the origin (..., 3) = (root x, root z, facing yaw) at frame 0 that `features_to_joints` needs to return to
+    the world. Leading axes are independent sequences (one call for many: MSM encodes thousands of held poses)."""
     joints = np.asarray(joints, dtype=np.float64)
-    if joints.ndim != 3 or joints.shape[1:] != (NUM_JOINTS, 3) or len(joints) < 2:
-        raise ValueError(f"joints must be (T >= 2, {NUM_JOINTS}, 3), got {joints.shape}")
-    origin_xz = joints[0, 0] * np.array([1.0, 0.0, 1.0])
+    if joints.ndim < 3 or joints.shape[-2:] != (NUM_JOINTS, 3) or joints.shape[-3] < 2:
+        raise ValueError(f"joints must be (..., T >= 2, {NUM_JOINTS}, 3), got {joints.shape}")
+    t = joints.shape[-3]
+    origin_xz = joints[..., :1, 0, :] * np.array([1.0, 0.0, 1.0])  # (..., 1, 3)
     # HumanML3D canonical frame: root at the origin, facing +z at frame 0. Only the IK rotations depend on it.
-    canon = rotate_yaw(_initial_yaw(joints[0]), joints - origin_xz)
-    yaw = facing_yaw(canon)  # (T,) root rotation of each frame in the canonical frame
-    root = canon[:, 0]
+    initial_yaw = _initial_yaw(joints[..., 0, :, :])
+    canon = rotate_yaw(initial_yaw[..., None, None], joints - origin_xz[..., None, :])
+    yaw = facing_yaw(canon)  # (..., T) root rotation of each frame in the canonical frame
+    root = canon[..., 0, :]  # (..., T, 3)
 
-    dyaw = np.diff(yaw)
+    dyaw = np.diff(yaw, axis=-1)
     rot_vel = (np.mod(dyaw + np.pi, 2 * np.pi) - np.pi) / 2  # half-angle, wrapped
-    lin_vel = rotate_yaw(yaw[1:], root[1:] - root[:-1])[:, [0, 2]]
-    root_y = root[:-1, 1:2]
-    rel = canon - root[:, None] * np.array([1.0, 0.0, 1.0])
-    ric = rotate_yaw(yaw[:, None], rel)[:-1, 1:].reshape(len(joints) - 1, -1)
-    rot6d = _local_rotations_6d(canon, yaw)[:-1].reshape(len(joints) - 1, -1)
-    local_vel = rotate_yaw(yaw[:-1, None], canon[1:] - canon[:-1]).reshape(len(joints) - 1, -1)
-    disp2 = ((canon[1:] - canon[:-1]) ** 2).sum(-1)
-    feet = (disp2[:, list(FEET_LEFT) + list(FEET_RIGHT)] < FOOT_THRESHOLD).astype(np.float64)
-    features = np.concatenate([rot_vel[:, None], lin_vel, root_y, ric, rot6d, local_vel, feet], -1)
+    lin_vel = rotate_yaw(yaw[..., 1:], root[..., 1:, :] - root[..., :-1, :])[..., [0, 2]]
+    root_y = root[..., :-1, 1:2]
+    rel = canon - root[..., None, :] * np.array([1.0, 0.0, 1.0])
+    frames = joints.shape[:-3] + (t - 1, -1)
+    ric = rotate_yaw(yaw[..., None], rel)[..., :-1, 1:, :].reshape(frames)
+    rot6d = _local_rotations_6d(canon, yaw)[..., :-1, :, :].reshape(frames)
+    local_vel = rotate_yaw(yaw[..., :-1, None], canon[..., 1:, :, :] - canon[..., :-1, :, :]).reshape(frames)
+    disp2 = ((canon[..., 1:, :, :] - canon[..., :-1, :, :]) ** 2).sum(-1)
+    feet = (disp2[..., list(FEET_LEFT) + list(FEET_RIGHT)] < FOOT_THRESHOLD).astype(np.float64)
+    features = np.concatenate([rot_vel[..., None], lin_vel, root_y, ric, rot6d, local_vel, feet], -1)
     # The recovered frame faces +z where this clip's IK yaw is zero; undo that yaw and the shift to reach the world.
-    origin = np.array([origin_xz[0], origin_xz[2], _initial_yaw(joints[0]) + yaw[0]])
+    origin = np.stack([origin_xz[..., 0, 0], origin_xz[..., 0, 2], initial_yaw + yaw[..., 0]], -1)
     return features, origin
 
 
@@ -197,10 +204,11 @@ def features_to_joints(features: np.ndarray, origin: np.ndarray | None = None) -
     return joints
 
 
-def static_pose_features(pose: np.ndarray, frames: int) -> np.ndarray:
-    """One pose (22, 3) held still for `frames` feature frames (PoseSyn's MR_init input F(pose repeated T times))."""
-    held = np.repeat(np.asarray(pose, dtype=np.float64)[None], 2, axis=0)
-    return np.repeat(joints_to_features(held)[0], frames, axis=0)  # every frame of a held pose is the same
+def static_pose_features(poses: np.ndarray, frames: int) -> np.ndarray:
+    """Poses (..., 22, 3) each held still for `frames` feature frames -> (..., frames, 263) (PoseSyn's MR_init input
+    F(pose repeated T times))."""
+    held = np.repeat(np.asarray(poses, dtype=np.float64)[..., None, :, :], 2, axis=-3)
+    return np.repeat(joints_to_features(held)[0], frames, axis=-2)  # every frame of a held pose is the same
 
 
 # --- normalization ------------------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ def encode_poses(vqvae: MotionVQVAE, normalizer: Normalizer, joints: np.ndarray,
     joints = np.asarray(joints, dtype=np.float64)
     if joints.ndim != 3 or joints.shape[1:] != (22, 3):
         raise ValueError(f"joints must be (B, 22, 3), got {joints.shape}")
-    feats = np.stack([normalizer.normalize(static_pose_features(p, frames)) for p in joints])
+    feats = normalizer.normalize(static_pose_features(joints, frames))  # (B, frames, 263), all poses at once
     return vqvae.encode(torch.from_numpy(feats).to(device)).cpu().numpy().astype(np.int64)
 
 

@@ -63,6 +63,20 @@ def test_static_pose_features_are_a_held_pose():
     assert np.all(held[:, FOOT_CONTACT] == 1.0) and np.allclose(held[:, :3], 0.0)
 
 
+def test_leading_axes_are_independent_sequences_bit_for_bit():
+    # MSM encodes thousands of held poses in one call: batched, each must be exactly what it is alone
+    clips = np.stack([synthetic_motion(40, seed=s, turn=t) for s, t in ((0, 2.0), (1, -1.0), (2, 0.0))])
+    feats, origin = joints_to_features(clips.reshape(3, 1, 40, 22, 3))
+    assert feats.shape == (3, 1, 39, FEATURE_DIM) and origin.shape == (3, 1, 3)
+    for i, clip in enumerate(clips):
+        one, one_origin = joints_to_features(clip)
+        assert np.array_equal(feats[i, 0], one) and np.array_equal(origin[i, 0], one_origin)
+    poses = clips[:, ::9].reshape(-1, 22, 3)  # 15 poses, upright and turned
+    held = static_pose_features(poses, 8)
+    assert held.shape == (15, 8, FEATURE_DIM)
+    assert all(np.array_equal(held[k], static_pose_features(p, 8)) for k, p in enumerate(poses))
+
+
 def test_normalizer_groups_and_round_trip():
     feats = [joints_to_features(synthetic_motion(80, seed=s))[0] for s in range(4)]
     norm = Normalizer.fit(feats)
