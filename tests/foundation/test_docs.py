@@ -101,6 +101,16 @@ def test_results_page_block_is_replaced_and_the_rest_kept():
         results_page("# no markers\n", "x", "y")
 
 
+def test_results_provenance_names_the_cpu_and_its_vector_instructions():
+    # CPU kernels differ between AVX2 and AVX-512: the same code and seed give other figures on each
+    import torch
+
+    from posesyn_core.report.commands import provenance
+
+    line = provenance(REPO / "examples" / "demo.yaml")
+    assert f", {torch.backends.cpu.get_cpu_capability()}), " in line and " CPU cores (" in line
+
+
 # Commands the docs show that run offline in a second or two, on the shipped files: run them as written.
 _OFFLINE = re.compile(r"^posesyn (config (check|docs|schema)|stage list|submit .*--dry-run)( |$)")
 RUNNABLE = sorted({c for _, c in ALL if _OFFLINE.match(c) and all((REPO / w).exists() for w in shlex.split(c)
