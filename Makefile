@@ -42,7 +42,7 @@ demo: $(STAMP)
 	$(BIN)/posesyn report examples/demo.yaml
 
 # The demo and its baselines (b) and (d) once per seed (seed 0 is `make demo`'s run, reused), then the table over
-# seeds with paired-bootstrap intervals; about 28 minutes per seed on 2 cores (docs/results.md).
+# seeds with paired-bootstrap intervals; 27 to 50 minutes per seed on 2 cores, depending on the CPU (docs/results.md).
 demo-seeds: $(STAMP)
 	$(BIN)/posesyn experiment seeds examples/demo.yaml --seeds 0,1,2
 	$(BIN)/posesyn report examples/demo.yaml
