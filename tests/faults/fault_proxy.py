@@ -7,15 +7,17 @@ Faults, each a thing real object stores and networks do:
   safe to repeat: GET, HEAD, PUT, DELETE), so the client retries something that already happened;
 - `truncate`: an object download (GET of a key) sends its headers and half its body, then closes.
 
-Whether a request fails is decided by hashing (seed, method, path, how many times that request was seen), so a
-run's faults do not depend on thread timing, and no request fails more than `max_consecutive` times in a row:
-the client's retries (botocore's standard mode: 8 attempts) must then always get through.
+Whether a request fails is decided by hashing (seed, method, path within the bucket, how many times that request
+was seen), so a run's faults depend neither on thread timing nor on the test bucket's random name, and no request
+fails more than `max_consecutive` times in a row: the client's retries (botocore's standard mode: 8 attempts) must
+then always get through.
 """
 
 from __future__ import annotations
 
 import hashlib
 import http.client
+import re
 import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -53,10 +55,10 @@ class FaultProxy:
     def decide(self, method: str, path: str, is_object_get: bool) -> str | None:
         """The fault for this request, or None to pass it through."""
         with self._lock:
-            request = (method, path)
+            request = (method, re.sub(r"^/[^/?]*/?", "", path))  # "/bucket/key?query" -> "key?query"
             self._seen[request] += 1
             self.counts["requests"] += 1
-            digest = hashlib.sha256(f"{self.seed}:{method}:{path}:{self._seen[request]}".encode()).digest()
+            digest = hashlib.sha256(f"{self.seed}:{method}:{request[1]}:{self._seen[request]}".encode()).digest()
             roll = int.from_bytes(digest[:8], "little") / 2**64
             kinds = ["500", "503", "drop"] + (["lost"] if method in REPEATABLE else [])
             kinds = [k for k in kinds + (["truncate"] if is_object_get else []) if k in self.kinds]
