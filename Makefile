@@ -34,15 +34,16 @@ system-deps:
 	  else echo "error: libOSMesa missing; install it (Debian/Ubuntu: apt-get install libosmesa6)" >&2; exit 2; fi; \
 	fi
 
-# The run, then baselines (b) real-only fine-tuning and (d) random selection (they reuse the run's stages), then the
-# report: runs/demo/report/index.html.
+# The run, then baseline (b) real-only fine-tuning (it reuses the run's stages), then the report:
+# runs/demo/report/index.html. Random selection (d) is in demo-seeds: on one seed (c) vs (d) is within the noise.
 demo: $(STAMP)
 	$(BIN)/posesyn run examples/demo.yaml
-	$(BIN)/posesyn experiment ablations examples/demo.yaml --only real-only,random
+	$(BIN)/posesyn experiment ablations examples/demo.yaml --only real-only
 	$(BIN)/posesyn report examples/demo.yaml
 
 # The demo and its baselines (b) and (d) once per seed (seed 0 is `make demo`'s run, reused), then the table over
-# seeds with paired-bootstrap intervals; 27 to 50 minutes per seed on 2 cores, depending on the CPU (docs/results.md).
+# seeds with paired-bootstrap intervals; about 25 minutes per seed on 2 cores with AVX-512, 50 with AVX2 only
+# (docs/results.md).
 demo-seeds: $(STAMP)
 	$(BIN)/posesyn experiment seeds examples/demo.yaml --seeds 0,1,2
 	$(BIN)/posesyn report examples/demo.yaml

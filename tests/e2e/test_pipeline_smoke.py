@@ -59,7 +59,9 @@ def test_smoke_pipeline_end_to_end(smoke_run, tmp_path: Path):
     # The table is the evaluate stage's numbers, not typed in.
     assert ours["(a)"]["sets"]["world/wild_test"]["mpjpe"] == results["tpe"]["world/wild_test"]["all"]["mpjpe"]
 
-    assert "95% interval" in (root / "report" / "summary.md").read_text()
+    summary = (root / "report" / "summary.md").read_text()
+    assert "95% interval" in summary
+    assert "baselines missing: random; run `posesyn experiment ablations RUN.yaml --only random`" in summary
 
     # A cached ablation from an older version of its fields is recomputed, so the report has them all.
     assert "the transformer sees a hard pose only this well" in (root / "report" / "summary.md").read_text()
