@@ -221,13 +221,24 @@ def make_batch(cs: CropSet, idx: np.ndarray, img_size: int, aug: Augment | None,
         j2[n] = apply_affine(m, j2[n])
     j2[flip], vis[flip] = j2[flip][:, _FLIP], vis[flip][:, _FLIP]
     j3[flip] = j3[flip][:, _FLIP] * np.array([-1.0, 1.0, 1.0], np.float32)
-    img = images.astype(np.float32) / 255.0
+    img = images.astype(np.float32)
+    img /= 255.0
     if aug.color > 0:  # contrast, saturation, brightness, per sample
         f = rng.uniform(1 - aug.color, 1 + aug.color, (3, b, 1, 1, 1)).astype(np.float32)
+        # In place and with a contiguous gray: the same float32 operations, in the same order, as
+        # img = (img - mean) * f0 + mean; gray = img.mean(-1); img = clip((gray + (img - gray) * f1) * f2)
+        # but 4x faster (numpy is slow to broadcast a trailing axis of 1 over 3 channels).
         mean = img.mean((1, 2, 3), keepdims=True)
-        img = (img - mean) * f[0] + mean
-        gray = img.mean(-1, keepdims=True)
-        img = np.clip((gray + (img - gray) * f[1]) * f[2], 0.0, 1.0)
+        img -= mean
+        img *= f[0]
+        img += mean
+        gray = (img[..., 0] + img[..., 1] + img[..., 2]) / np.float32(3)
+        gray = np.repeat(gray[..., None], 3, axis=-1)
+        img -= gray
+        img *= f[1]
+        img += gray
+        img *= f[2]
+        np.clip(img, 0.0, 1.0, out=img)
     return {
         "images": img,
         "joints2d": (j2 / (s / 2) - 1).astype(np.float32),
