@@ -131,10 +131,10 @@ def _load_clips(ctx: StageContext, cfg: MotionTrainConfig) -> list[Clip]:
 
 def by_length(sequences: Sequence[np.ndarray], fn: Callable[[np.ndarray], Any], chunk: int = 256) -> list:
     """`fn` of each sequence, computed on stacks of equal-length sequences (at most `chunk` at a time): one call
-    per length instead of one per sequence (motion-train's data preparation 52 -> 14 s on the demo). `fn` maps
-    (B, T, ...) -> (B, ...) with rows independent. Numpy features come out bit for bit as one call per sequence;
-    a convolution's float rounding can depend on the batch, so VQ codes may differ at near ties (2 of 159k motion
-    codes over the demo's 3 seeds)."""
+    per length instead of one per sequence (the demo's features and codes 29 -> 5 s, `benchmarks/motion_prep.py`).
+    `fn` maps (B, T, ...) -> (B, ...) with rows independent. Numpy features come out bit for bit as one call per
+    sequence; a convolution's float rounding can depend on the batch, so VQ codes may differ at near ties (0 to 2
+    of ~53k clip codes per demo seed)."""
     out: list = [None] * len(sequences)
     groups: dict[int, list[int]] = {}
     for i, seq in enumerate(sequences):

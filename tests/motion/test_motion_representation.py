@@ -16,6 +16,7 @@ from posesyn_core.motion.representation import (
     joints_to_features,
     static_pose_features,
 )
+from posesyn_core.motion.stage import by_length
 from posesyn_core.skeleton import PARENTS
 
 
@@ -75,6 +76,22 @@ def test_leading_axes_are_independent_sequences_bit_for_bit():
     held = static_pose_features(poses, 8)
     assert held.shape == (15, 8, FEATURE_DIM)
     assert all(np.array_equal(held[k], static_pose_features(p, 8)) for k, p in enumerate(poses))
+
+
+def test_by_length_batches_equal_lengths_and_keeps_order():
+    # motion-train computes every clip's features one call per length: same bytes, same order as clip by clip
+    lengths = [40, 33, 40, 33, 40, 52, 40]
+    clips = [synthetic_motion(n, seed=k, turn=0.3 * k) for k, n in enumerate(lengths)]
+    calls = []
+
+    def features(stack: np.ndarray) -> np.ndarray:
+        calls.append(len(stack))
+        return joints_to_features(stack)[0]
+
+    out = by_length(clips, features, chunk=3)
+    assert sorted(calls) == [1, 1, 2, 3]  # 40 x 4 in chunks of 3 and 1, 33 x 2, 52 x 1
+    assert len(out) == len(clips)
+    assert all(np.array_equal(o, joints_to_features(c)[0]) for o, c in zip(out, clips, strict=True))
 
 
 def test_normalizer_groups_and_round_trip():

@@ -118,6 +118,27 @@ def test_augmented_batch_keeps_labels_on_the_image():
     assert 0 < flipped < n
 
 
+def test_colour_jitter_is_the_textbook_formula_bit_for_bit():
+    """make_batch's in-place colour jitter must be exactly the plain formula (what trained the demo's models)."""
+    rng = np.random.default_rng(3)
+    n, c = 12, 40
+    cs = CropSet(rng.integers(0, 256, (n, c, c, 3), dtype=np.uint8), np.zeros((n, 22, 3), np.float32),
+                 np.zeros((n, 22, 3), np.float32), np.ones(n, bool), context=1.25)  # fmt: skip
+    aug = Augment(flip=0.0, scale=0.0, translate=0.0, color=0.3)
+    batch = make_batch(cs, np.arange(n), 32, aug, np.random.default_rng(7))
+    plain = make_batch(cs, np.arange(n), 32, Augment(0, 0, 0, 0), np.random.default_rng(7))["images"]
+    draws = np.random.default_rng(7)  # make_batch's draws, in order: zoom, shift, flip, then the colour factors
+    draws.uniform(size=n), draws.uniform(size=(n, 2)), draws.random(n)
+    f = draws.uniform(0.7, 1.3, (3, n, 1, 1, 1)).astype(np.float32)
+    mean = plain.mean((1, 2, 3), keepdims=True)
+    img = (plain - mean) * f[0] + mean
+    gray = img.mean(-1, keepdims=True)
+    expected = np.clip((gray + (img - gray) * f[1]) * f[2], 0.0, 1.0)
+    assert batch["images"].dtype == np.float32
+    assert np.array_equal(batch["images"], expected)
+    assert not np.array_equal(batch["images"], plain)
+
+
 def test_unaugmented_training_crop_equals_inference_crop(stick_root):
     ds = PoseDataset(open_store(stick_root.as_uri()), "world/lab3d_test")
     cs = load_cropset(ds, 64, 1.2, context=1.25, limit=4)
