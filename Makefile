@@ -42,8 +42,8 @@ demo: $(STAMP)
 	$(BIN)/posesyn report examples/demo.yaml
 
 # The demo and its baselines (b) and (d) once per seed (seed 0 is `make demo`'s run, reused), then the table over
-# seeds with paired-bootstrap intervals; about 28 minutes per seed on 2 cores with AVX-512, 50 with AVX2 only
-# (docs/results.md).
+# seeds with paired-bootstrap intervals; about 25 minutes per seed on 2 cores with AVX-512, an estimated 45 with
+# AVX2 only (docs/results.md).
 demo-seeds: $(STAMP)
 	$(BIN)/posesyn experiment seeds examples/demo.yaml --seeds 0,1,2
 	$(BIN)/posesyn report examples/demo.yaml
