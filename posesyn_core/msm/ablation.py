@@ -91,7 +91,8 @@ def format_table(result: dict) -> str:
     """The ablation as a markdown table (the report embeds it)."""
     lines = ["| variant | mean PA-MPJPE (mm) | min PA-MPJPE (mm) |", "|---|---|---|",
              f"| pseudo-label only | {result['pseudo_label_mm']:.1f} | {result['pseudo_label_mm']:.1f} |"]  # fmt: skip
-    for name, v in result["variants"].items():
+    for name in sorted(result["variants"]):  # the same rows whether the result is fresh or read back sorted from JSON
+        v = result["variants"][name]
         lines.append(f"| {name} | {v['mean_mm']:.1f} | {v['min_mm']:.1f} |")
     if "true_pose_mrinit" in result:
         v = result["true_pose_mrinit"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from pydantic import ValidationError
@@ -46,6 +48,10 @@ def test_format_table() -> None:
     assert "| text+mrinit | 90.0 | 40.0 |" in table and "min +20.0%" in table
     assert "| text+mrinit, MR_init from the true pose (bound) | 80.0 | 30.0 |" in table and "min +40.0%" in table
     assert "decoded back" not in table  # no round trip measured: no line
+    # a fresh result and the same read back from the report's JSON cache (keys sorted) give the same table
+    read_back = json.loads(json.dumps(result, sort_keys=True))
+    assert format_table(read_back) == table
+    assert table.index("| text |") < table.index("| text+mrinit |")
     result["variants"]["text+mrinit"]["mrinit_roundtrip_mm"] = 108.24
     result["true_pose_mrinit"]["mrinit_roundtrip_mm"] = 96.0
     assert "PA-MPJPE: pseudo-labels 108.2 mm, true poses 96.0 mm;" in format_table(result)
