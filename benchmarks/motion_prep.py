@@ -1,7 +1,7 @@
 """motion-train's data preparation: one call per clip vs. `by_length` (one call per clip length), side by side.
 
 Before its transformer trains, motion-train computes every clip's HumanML3D features, the VQ codes of every clip
-and the MR_init codes of two held poses per clip. Done one clip at a time that was ~50 s of the demo's
+and the MR_init codes of two held poses per clip. Done one clip at a time that was ~30 s of the demo's
 motion-train. This times both ways on a motion dataset (default: the demo's, after `make demo`) and the
 demo's VQ-VAE, and counts how many results differ (features: none; codes: rare near ties, see `by_length`).
 
